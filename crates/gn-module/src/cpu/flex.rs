@@ -1,0 +1,177 @@
+//! The Flex backend's adapter to the CPU kernels.
+
+use burn::backend::Flex;
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::{Bytes, DType, Element, Shape, bf16, f16};
+
+use super::{CpuElem, Order, View};
+use crate::backend::{GroupNormBackend, stats_dtype};
+
+impl GroupNormBackend for Flex {
+    fn group_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        num_groups: usize,
+        epsilon: f64,
+        activation: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (gamma, beta) = (to_f64(&gamma), to_f64(&beta));
+        let x = readable(x);
+        macro_rules! run {
+            ($e:ty) => {{
+                let view = view_of::<$e>(&x).expect("readable");
+                let out = super::forward(&view, num_groups, &gamma, &beta, epsilon, activation);
+                let y = dense(out.y, view_shape(&x), out.order, x.dtype());
+                let stats_shape = [view.n, num_groups];
+                (
+                    y,
+                    floats(out.mean, &stats_shape, stats_dtype(x.dtype())),
+                    floats(out.rstd, &stats_shape, stats_dtype(x.dtype())),
+                )
+            }};
+        }
+        dispatch_float!(x.dtype(), run)
+    }
+
+    fn group_norm_backward(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        num_groups: usize,
+        activation: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let param_dtype = gamma.dtype();
+        let (gamma, beta, rstd) = (to_f64(&gamma), to_f64(&beta), to_f64(&rstd));
+        let grad = grad.cast_like(&x);
+        let (mut x, mut grad) = (readable(x), readable(grad));
+        macro_rules! run {
+            ($e:ty) => {{
+                let order = |t: &FlexTensor| view_of::<$e>(t).and_then(|v| v.order());
+                if order(&x) != order(&grad) {
+                    // Different memory orders: read both as contiguous NCHW.
+                    x = x.to_contiguous();
+                    grad = grad.to_contiguous();
+                }
+                let (xv, gv) = (view_of::<$e>(&x).unwrap(), view_of::<$e>(&grad).unwrap());
+                let out = super::backward(&xv, &gv, num_groups, &rstd, &gamma, &beta, activation);
+                let c = xv.c;
+                (
+                    dense(out.dx, view_shape(&x), out.order, x.dtype()),
+                    floats(out.dgamma, &[c], param_dtype),
+                    floats(out.dbeta, &[c], param_dtype),
+                )
+            }};
+        }
+        dispatch_float!(x.dtype(), run)
+    }
+}
+
+/// Runs `$run!(T)` with the Rust element type of a float dtype.
+macro_rules! dispatch_float {
+    ($dtype:expr, $run:ident) => {
+        match $dtype {
+            DType::F32 => $run!(f32),
+            DType::F64 => $run!(f64),
+            DType::F16 => $run!(f16),
+            DType::BF16 => $run!(bf16),
+            other => panic!("GroupNorm: unsupported dtype {other:?} on the Flex backend"),
+        }
+    };
+}
+use dispatch_float;
+
+trait CastLike {
+    fn cast_like(self, other: &FlexTensor) -> FlexTensor;
+}
+
+impl CastLike for FlexTensor {
+    /// The output gradient normally has the input's dtype; cast defensively if not.
+    fn cast_like(self, other: &FlexTensor) -> FlexTensor {
+        if self.dtype() == other.dtype() {
+            self
+        } else {
+            use burn::backend::ops::FloatTensorOps;
+            Flex::float_cast(self, other.dtype().into())
+        }
+    }
+}
+
+fn view_shape(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().to_vec()
+}
+
+fn view_of<E: CpuElem + Element + bytemuck::Pod>(t: &FlexTensor) -> Option<View<'_, E>> {
+    let layout = t.layout();
+    super::view(
+        t.storage::<E>(),
+        layout.start_offset(),
+        layout.shape(),
+        layout.strides(),
+    )
+}
+
+/// The tensor itself if the kernels can read it in place, else a contiguous copy.
+fn readable(t: FlexTensor) -> FlexTensor {
+    let readable = match t.dtype() {
+        DType::F32 => view_of::<f32>(&t).is_some(),
+        DType::F64 => view_of::<f64>(&t).is_some(),
+        DType::F16 => view_of::<f16>(&t).is_some(),
+        DType::BF16 => view_of::<bf16>(&t).is_some(),
+        _ => true,
+    };
+    if readable { t } else { t.to_contiguous() }
+}
+
+fn dense<E: bytemuck::Pod + Send + Sync>(
+    values: Vec<E>,
+    shape: Vec<usize>,
+    order: Order,
+    dtype: DType,
+) -> FlexTensor {
+    let strides = super::dense_strides(&shape, order)
+        .into_iter()
+        .map(|s| s as isize)
+        .collect();
+    let layout = Layout::new(Shape::from(shape), strides, 0);
+    FlexTensor::new(Bytes::from_elems(values), layout, dtype)
+}
+
+/// Values computed in f64 as a contiguous tensor of `dtype`.
+fn floats(values: Vec<f64>, shape: &[usize], dtype: DType) -> FlexTensor {
+    let shape = shape.to_vec();
+    match dtype {
+        DType::F64 => dense(values, shape, Order::ChannelsFirst, dtype),
+        DType::F16 => {
+            let v: Vec<f16> = values.into_iter().map(f16::from_f64).collect();
+            dense(v, shape, Order::ChannelsFirst, dtype)
+        }
+        DType::BF16 => {
+            let v: Vec<bf16> = values.into_iter().map(bf16::from_f64).collect();
+            dense(v, shape, Order::ChannelsFirst, dtype)
+        }
+        _ => {
+            let v: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
+            dense(v, shape, Order::ChannelsFirst, DType::F32)
+        }
+    }
+}
+
+/// A small float tensor's values as f64 (any float dtype, any layout).
+fn to_f64(t: &FlexTensor) -> Vec<f64> {
+    let t = t.to_contiguous();
+    fn slice<E: Element + bytemuck::Pod>(t: &FlexTensor) -> &[E] {
+        t.as_slice::<E>().expect("contiguous after to_contiguous")
+    }
+    match t.dtype() {
+        DType::F32 => slice::<f32>(&t).iter().map(|&v| v as f64).collect(),
+        DType::F64 => slice::<f64>(&t).to_vec(),
+        DType::F16 => slice::<f16>(&t).iter().map(|v| v.to_f64()).collect(),
+        DType::BF16 => slice::<bf16>(&t).iter().map(|v| v.to_f64()).collect(),
+        other => panic!("GroupNorm: unsupported parameter dtype {other:?}"),
+    }
+}

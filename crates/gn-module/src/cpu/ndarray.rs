@@ -1,0 +1,171 @@
+//! The NdArray backend's adapter to the CPU kernels (f32 and f64: the dtypes NdArray has).
+//!
+//! burn-ndarray is deprecated upstream; it stays supported here because users still run it.
+#![allow(deprecated)]
+
+use burn::backend::NdArray;
+use burn::backend::ndarray::NdArrayTensor;
+use burn::backend::tensor::FloatTensor;
+use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
+
+use super::{CpuElem, Order, View};
+use crate::backend::GroupNormBackend;
+
+impl GroupNormBackend for NdArray {
+    fn group_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        num_groups: usize,
+        epsilon: f64,
+        activation: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (gamma, beta) = (to_f64(gamma), to_f64(beta));
+        macro_rules! run {
+            ($storage:expr, $e:ty) => {{
+                let array = $storage.view();
+                with_view(array.view(), |view: View<'_, $e>| {
+                    let out = super::forward(&view, num_groups, &gamma, &beta, epsilon, activation);
+                    let stats_shape = [view.n, num_groups];
+                    (
+                        dense(out.y, array.shape(), out.order),
+                        dense::<$e>(
+                            out.mean.iter().map(|&v| from_f64(v)).collect(),
+                            &stats_shape,
+                            Order::ChannelsFirst,
+                        ),
+                        dense::<$e>(
+                            out.rstd.iter().map(|&v| from_f64(v)).collect(),
+                            &stats_shape,
+                            Order::ChannelsFirst,
+                        ),
+                    )
+                })
+            }};
+        }
+        match x {
+            NdArrayTensor::F32(storage) => run!(storage, f32),
+            NdArrayTensor::F64(storage) => run!(storage, f64),
+            other => panic!("GroupNorm: unsupported dtype {other:?} on the NdArray backend"),
+        }
+    }
+
+    fn group_norm_backward(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        num_groups: usize,
+        activation: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let gamma_is_f64 = matches!(gamma, NdArrayTensor::F64(_));
+        let (gamma, beta, rstd) = (to_f64(gamma), to_f64(beta), to_f64(rstd));
+        let params = |values: Vec<f64>| -> NdArrayTensor {
+            let c = values.len();
+            if gamma_is_f64 {
+                dense(values, &[c], Order::ChannelsFirst)
+            } else {
+                dense(
+                    values.into_iter().map(|v| v as f32).collect(),
+                    &[c],
+                    Order::ChannelsFirst,
+                )
+            }
+        };
+        macro_rules! run {
+            ($xs:expr, $gs:expr, $e:ty) => {{
+                let (xa, ga) = ($xs.view(), $gs.view());
+                let run = |xa: ArrayViewD<'_, $e>, ga: ArrayViewD<'_, $e>| {
+                    with_view(xa.view(), |xv: View<'_, $e>| {
+                        with_view(ga.view(), |gv: View<'_, $e>| {
+                            let out = super::backward(
+                                &xv, &gv, num_groups, &rstd, &gamma, &beta, activation,
+                            );
+                            let dx = dense(out.dx, xa.shape(), out.order);
+                            (dx, params(out.dgamma), params(out.dbeta))
+                        })
+                    })
+                };
+                if order_of(&xa).is_some() && order_of(&xa) == order_of(&ga) {
+                    run(xa, ga)
+                } else {
+                    // Different memory orders: read both in the standard (NCHW) order.
+                    let (xs, gs) = (xa.as_standard_layout(), ga.as_standard_layout());
+                    run(xs.view(), gs.view())
+                }
+            }};
+        }
+        match (x, grad) {
+            (NdArrayTensor::F32(xs), NdArrayTensor::F32(gs)) => run!(xs, gs, f32),
+            (NdArrayTensor::F64(xs), NdArrayTensor::F64(gs)) => run!(xs, gs, f64),
+            (x, grad) => panic!(
+                "GroupNorm: unsupported dtypes on the NdArray backend (x {:?}, grad {:?})",
+                burn::backend::TensorMetadata::dtype(&x),
+                burn::backend::TensorMetadata::dtype(&grad)
+            ),
+        }
+    }
+}
+
+trait FromF64 {
+    fn from_f64(v: f64) -> Self;
+}
+impl FromF64 for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+impl FromF64 for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+fn from_f64<E: FromF64>(v: f64) -> E {
+    E::from_f64(v)
+}
+
+/// The memory order the kernels would read `array` in without a copy.
+fn order_of<E: CpuElem>(array: &ArrayViewD<'_, E>) -> Option<Order> {
+    array
+        .as_slice_memory_order()
+        .and_then(|s| super::view(s, 0, array.shape(), array.strides()))
+        .and_then(|v| v.order())
+}
+
+/// Calls `f` with a kernel view of `array`, copying it to the standard layout first if the
+/// kernels cannot read it in place.
+fn with_view<E: CpuElem, R>(array: ArrayViewD<'_, E>, f: impl FnOnce(View<'_, E>) -> R) -> R {
+    if let Some(view) = array
+        .as_slice_memory_order()
+        .and_then(|s| super::view(s, 0, array.shape(), array.strides()))
+    {
+        return f(view);
+    }
+    let owned = array.as_standard_layout().into_owned();
+    let strides: Vec<isize> = super::dense_strides(owned.shape(), Order::ChannelsFirst)
+        .into_iter()
+        .map(|s| s as isize)
+        .collect();
+    let slice = owned.as_slice().expect("standard layout is contiguous");
+    f(super::view(slice, 0, owned.shape(), &strides).expect("contiguous tensors are readable"))
+}
+
+fn dense<E: Clone>(values: Vec<E>, shape: &[usize], order: Order) -> NdArrayTensor
+where
+    NdArrayTensor: From<ndarray::ArcArray<E, IxDyn>>,
+{
+    let strides = super::dense_strides(shape, order);
+    let array = ArrayD::from_shape_vec(IxDyn(shape).strides(IxDyn(&strides)), values)
+        .expect("dense strides fit the values");
+    NdArrayTensor::from(array.into_shared())
+}
+
+fn to_f64(t: NdArrayTensor) -> Vec<f64> {
+    match t {
+        NdArrayTensor::F32(s) => s.view().iter().map(|&v| v as f64).collect(),
+        NdArrayTensor::F64(s) => s.view().iter().copied().collect(),
+        other => panic!("GroupNorm: unsupported parameter dtype {other:?}"),
+    }
+}

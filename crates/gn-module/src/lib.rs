@@ -1,0 +1,37 @@
+#![warn(missing_docs)]
+//! Group Normalization (Wu & He, ECCV 2018) for burn 0.22: an exact, validated
+//! [`GroupNorm`] module with fused CPU (Flex, NdArray) and CubeCL (wgpu, Vulkan, Metal, CUDA)
+//! kernels, forward and backward.
+//!
+//! A drop-in replacement for `burn::nn::GroupNorm`: change the `use` line.
+//!
+//! ```rust,ignore
+//! use gn_module::{GroupNorm, GroupNormConfig};
+//!
+//! let gn: GroupNorm = GroupNormConfig::new(32, 256).init(&device);
+//! let y = gn.forward(x); // x: [N, 256, H, W]
+//! ```
+//!
+//! Inputs with a large mean relative to their spread keep full precision (each group is shifted
+//! by one of its own values before any sum), f16 and bf16 inputs accumulate in f32, and a
+//! NaN or infinity in a group only affects that group's output.
+
+mod activation;
+mod autodiff;
+pub mod backend;
+pub mod composite;
+mod config;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod cpu;
+mod error;
+mod functional;
+pub mod fused;
+mod module;
+
+pub use activation::Activation;
+pub use config::GroupNormConfig;
+pub use error::GroupNormError;
+pub use functional::{
+    group_norm, group_norm_with_activation, try_group_norm, try_group_norm_with_activation,
+};
+pub use module::GroupNorm;

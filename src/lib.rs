@@ -1,0 +1,2 @@
+pub use gn_module;
+pub use models;
