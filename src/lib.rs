@@ -1,2 +1,16 @@
+#![warn(missing_docs)]
+//! gn-burn: Group Normalization for burn 0.22 and the GroupNorm ResNets that use it.
+//!
+//! - [`gn_module`]: the `GroupNorm` module (a drop-in for `burn::nn::GroupNorm`) with fused
+//!   CPU and CubeCL kernels;
+//! - [`models`]: the ResNet family with GroupNorm, BatchNorm or burn's GroupNorm, and
+//!   PyTorch-compatible weights;
+//! - [`data`], [`training`], [`plot`]: the engine of the `train`, `infer` and
+//!   `batch_size_study` examples.
+
 pub use gn_module;
 pub use models;
+
+pub mod data;
+pub mod plot;
+pub mod training;

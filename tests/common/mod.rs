@@ -151,7 +151,8 @@ pub fn assert_close(what: &str, actual: &[f64], expected: &[f64], tol: f64) {
     );
 }
 
-/// Runs `$body` with the const rank `D` equal to `$rank` (2 to 6).
+/// Runs `$f::<D>(...)` with the const rank `D` equal to `$rank` (2 to 6).
+#[allow(unused_macros)]
 macro_rules! with_rank {
     ($rank:expr, $f:ident($($arg:expr),*)) => {
         match $rank {
@@ -164,4 +165,33 @@ macro_rules! with_rank {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use with_rank;
+
+/// Deterministic pseudo-random normal values (xorshift + Box-Muller): test data without a
+/// `rand` dependency.
+pub fn randn(len: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..len)
+        .map(|_| {
+            let (u1, u2) = (uniform(), uniform());
+            (-2.0 * u1.ln()).sqrt() * (2.0 * core::f64::consts::PI * u2).cos()
+        })
+        .collect()
+}
+
+/// A tensor of `shape` from `values` on `device` in `dtype`.
+pub fn tensor<const D: usize>(
+    values: &[f64],
+    shape: [usize; D],
+    device: &Device,
+    dtype: DType,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), (device, dtype))
+}

@@ -23,6 +23,8 @@ pub mod composite;
 mod config;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod cpu;
+#[cfg(feature = "cube")]
+mod cube;
 mod error;
 mod functional;
 pub mod fused;

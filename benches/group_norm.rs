@@ -1,0 +1,97 @@
+//! GroupNorm speed: this crate's GroupNorm against `burn::nn::GroupNorm`, forward and
+//! forward + backward, on every compiled backend, for the shapes of the issue (G = 32), in f32
+//! and f16. Run with `cargo bench --bench group_norm` (add `--features ndarray,wgpu` for more
+//! backends); `tools/bench_torch_group_norm.py` times PyTorch on the same shapes.
+//!
+//! Forward + backward seeds the backward with ones (`y.backward()`), as PyTorch's
+//! `y.backward(dy)` with a preallocated `dy` costs the same.
+
+use burn::module::Param;
+use burn::tensor::{DType, Device, Distribution, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const SHAPES: [[usize; 4]; 4] = [[8, 256, 56, 56], [32, 64, 32, 32], [2, 2048, 7, 7], [1, 512, 64, 64]];
+const GROUPS: usize = 32;
+
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut devices = Vec::new();
+    #[cfg(feature = "flex")]
+    devices.push(("flex", Device::flex()));
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    devices.push(("ndarray", Device::ndarray()));
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
+    devices.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)));
+    #[cfg(feature = "cuda")]
+    devices.push(("cuda", Device::cuda(0)));
+    devices
+}
+
+/// Both layers with gamma and beta in `dtype`.
+fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, burn::nn::GroupNorm) {
+    let gamma = || Some(Param::from_tensor(Tensor::<1>::ones([c], (device, dtype))));
+    let beta = || Some(Param::from_tensor(Tensor::<1>::zeros([c], (device, dtype))));
+    let mut ours = gn_module::GroupNormConfig::new(GROUPS, c).init(device);
+    (ours.gamma, ours.beta) = (gamma(), beta());
+    let mut burns = burn::nn::GroupNormConfig::new(GROUPS, c).init(device);
+    (burns.gamma, burns.beta) = (gamma(), beta());
+    (ours, burns)
+}
+
+fn sync(device: &Device) {
+    device.sync().expect("device sync");
+}
+
+fn bench(c: &mut Criterion) {
+    for (backend, device) in devices() {
+        for dtype in [DType::F32, DType::F16] {
+            if !device.supports_dtype(dtype) || (backend == "ndarray" && dtype != DType::F32) {
+                continue;
+            }
+            for shape in SHAPES {
+                let name = format!("group_norm/{backend}/{dtype:?}/{}", shape.map(|d| d.to_string()).join("x"));
+                let mut group = c.benchmark_group(name);
+                group.sample_size(10);
+
+                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), (&device, dtype));
+                let (ours, burns) = layers(shape[1], &device, dtype);
+                group.bench_function("gn_module/forward", |b| {
+                    b.iter(|| {
+                        let y = ours.forward(x.clone());
+                        sync(&device);
+                        y
+                    })
+                });
+                group.bench_function("burn_nn/forward", |b| {
+                    b.iter(|| {
+                        let y = burns.forward(x.clone());
+                        sync(&device);
+                        y
+                    })
+                });
+
+                let ad = device.clone().autodiff();
+                let x = x.clone().autodiff().require_grad();
+                let (ours, burns) = layers(shape[1], &ad, dtype);
+                group.bench_function("gn_module/forward_backward", |b| {
+                    b.iter(|| {
+                        let grads = ours.forward(x.clone()).backward();
+                        sync(&ad);
+                        grads
+                    })
+                });
+                group.bench_function("burn_nn/forward_backward", |b| {
+                    b.iter(|| {
+                        let grads = burns.forward(x.clone()).backward();
+                        sync(&ad);
+                        grads
+                    })
+                });
+                group.finish();
+            }
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

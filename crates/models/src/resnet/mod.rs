@@ -1,0 +1,14 @@
+//! The ResNet family (He et al. 2016, v1.5 as in torchvision and timm) with a choice of
+//! normalization layer.
+
+mod block;
+mod config;
+mod model;
+mod norm;
+mod weights;
+
+pub use block::{Block, Downsample};
+pub use config::{BlockKind, Norm, ResNetConfig, ResNetConfigError, Stem};
+pub use model::ResNet;
+pub use norm::NormLayer;
+pub use weights::WeightsError;

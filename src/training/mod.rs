@@ -1,0 +1,357 @@
+//! The training program's engine, shared by the `train` and `batch_size_study` examples: open
+//! the data, build the ResNet, run burn-train's supervised learner, and write the artifacts
+//! (`config.json`, `metrics.json`, the final weights, `curves.png`).
+
+mod artifacts;
+mod classifier;
+mod options;
+mod report;
+mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use burn::data::dataloader::DataLoader;
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, SgdConfig};
+use burn::tensor::Device;
+use burn::train::metric::store::{Aggregate, Direction, Split};
+use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric, Metric, TopKAccuracyMetric};
+use burn::train::{
+    ExecutionStrategy, Learner, MetricEarlyStoppingStrategy, MultiDeviceOptim, StoppingCondition,
+    SupervisedTraining,
+};
+use burn::train::checkpoint::{
+    ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
+};
+use models::resnet::{ResNet, ResNetConfig};
+use serde::{Deserialize, Serialize};
+
+pub use artifacts::{default_artifact_dir, last_complete_epoch, link_last, read_json, write_atomic, write_json};
+pub use classifier::Classifier;
+pub use options::{NormChoice, OptimizerChoice, StemChoice, TrainOptions};
+pub use report::{EpochMetrics, RunMetrics};
+pub use schedule::{Decay, Schedule};
+
+use crate::data::{self, Augmentation, DataError, DataOptions, DatasetKind, EpochLoader, ImageBatcher, Normalization};
+
+/// Why a run failed.
+#[derive(Debug)]
+pub enum TrainError {
+    /// Invalid options.
+    Options(String),
+    /// The data could not be opened.
+    Data(DataError),
+    /// Pretrained weights could not be loaded.
+    Weights(models::resnet::WeightsError),
+    /// A file of the artifact directory could not be read or written.
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Training stopped with an error.
+    Training(String),
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainError::Options(m) => write!(f, "invalid options: {m}"),
+            TrainError::Data(e) => write!(f, "data: {e}"),
+            TrainError::Weights(e) => write!(f, "pretrained weights: {e}"),
+            TrainError::Io { path, message } => write!(f, "{}: {message}", path.display()),
+            TrainError::Training(m) => write!(f, "training failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl TrainError {
+    pub(crate) fn io(path: &Path, err: impl std::fmt::Display) -> Self {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<DataError> for TrainError {
+    fn from(e: DataError) -> Self {
+        TrainError::Data(e)
+    }
+}
+
+/// Everything needed to rebuild the trained model and reproduce the run: the `config.json` of
+/// the artifact directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The options of the run.
+    pub options: TrainOptions,
+    /// The model.
+    pub model: ResNetConfig,
+    /// Class names, by label.
+    pub classes: Vec<String>,
+    /// Image side.
+    pub image_size: usize,
+    /// The per-channel normalization applied to images.
+    pub normalization: Normalization,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    /// Where the artifacts are.
+    pub artifact_dir: PathBuf,
+    /// Its metrics (also in `metrics.json`).
+    pub metrics: RunMetrics,
+    /// The trained network (in evaluation mode).
+    pub model: ResNet,
+}
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunControl {
+    /// Continue the run in the artifact directory from its last complete epoch.
+    pub resume: bool,
+    /// Stop early when validation accuracy has not improved for this many epochs.
+    pub patience: Option<usize>,
+}
+
+/// The CIFAR-10 training set's per-channel statistics.
+const CIFAR10_NORMALIZATION: Normalization = Normalization {
+    mean: [0.4914, 0.4822, 0.4465],
+    std: [0.2470, 0.2435, 0.2616],
+};
+
+fn metric_names() -> [String; 4] {
+    [
+        LossMetric::new().name().to_string(),
+        AccuracyMetric::new().name().to_string(),
+        TopKAccuracyMetric::new(5).name().to_string(),
+        LearningRateMetric::new().name().to_string(),
+    ]
+}
+
+/// The devices to train on: `indices` of the compiled GPU backend, or `default`.
+fn training_devices(indices: &[usize], default: &Device) -> Result<Vec<Device>, TrainError> {
+    if indices.is_empty() {
+        return Ok(vec![default.clone()]);
+    }
+    #[cfg(feature = "cuda")]
+    return Ok(indices.iter().map(|&i| Device::cuda(i)).collect());
+    #[cfg(all(not(feature = "cuda"), any(feature = "wgpu", feature = "vulkan", feature = "metal")))]
+    return Ok(indices
+        .iter()
+        .map(|&i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
+        .collect());
+    #[allow(unreachable_code)]
+    Err(TrainError::Options(
+        "--devices needs a GPU backend (build with --features cuda, wgpu, vulkan or metal)".into(),
+    ))
+}
+
+/// Trains a ResNet as `options` say on `device`, writing into `artifact_dir`.
+///
+/// Opens and checks the data before anything else, so a bad dataset fails before training.
+/// With `control.resume`, continues the run in `artifact_dir` from its last complete epoch
+/// (same epoch, optimizer state, schedule and data order).
+pub fn train(
+    options: &TrainOptions,
+    artifact_dir: &Path,
+    control: &RunControl,
+    device: &Device,
+) -> Result<TrainReport, TrainError> {
+    let started = Instant::now();
+    let start_time = SystemTime::now();
+    options.validate().map_err(TrainError::Options)?;
+    let splits = data::open(&DataOptions {
+        kind: options.dataset,
+        dir: options.data_dir.as_deref(),
+        image_size: options.image_size,
+        seed: options.seed,
+        synthetic_train: options.synthetic_train,
+        synthetic_valid: options.synthetic_valid,
+        limit_train: options.limit_train,
+        limit_valid: options.limit_valid,
+    })?;
+    let model_config = options
+        .model_config(splits.classes.len(), splits.image_size)
+        .map_err(TrainError::Options)?;
+
+    let resume_epoch = if control.resume {
+        Some(last_complete_epoch(artifact_dir).ok_or_else(|| {
+            TrainError::io(artifact_dir, "nothing to resume: no complete epoch checkpoint in checkpoint/")
+        })?)
+    } else {
+        None
+    };
+    if resume_epoch.is_none() && artifact_dir.join("checkpoint").exists() {
+        return Err(TrainError::io(
+            artifact_dir,
+            "already holds a run's checkpoints: pass --resume to continue it, or choose another --artifact-dir",
+        ));
+    }
+    std::fs::create_dir_all(artifact_dir).map_err(|e| TrainError::io(artifact_dir, e))?;
+
+    let normalization = match options.dataset {
+        DatasetKind::Cifar10 => CIFAR10_NORMALIZATION,
+        _ => Normalization::estimate(splits.train.as_ref(), 2000)?,
+    };
+    let run_config = RunConfig {
+        options: options.clone(),
+        model: model_config.clone(),
+        classes: splits.classes.clone(),
+        image_size: splits.image_size,
+        normalization,
+    };
+    write_json(&artifact_dir.join("config.json"), &run_config)?;
+
+    device.seed(options.seed);
+    let mut resnet = model_config.init(device);
+    if let Some(path) = &options.pretrained {
+        resnet = resnet.load_pytorch_backbone(path).map_err(TrainError::Weights)?;
+    }
+
+    let steps_per_epoch = splits.train.len().div_ceil(options.batch_size);
+    let total_steps = steps_per_epoch * options.epochs;
+    let warmup = (options.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    let schedule = Schedule::new(options.scaled_lr(), warmup, total_steps, options.schedule);
+    let optimizer = match options.optimizer {
+        OptimizerChoice::Sgd => SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(options.momentum)
+                    .with_dampening(0.0),
+            ))
+            .with_weight_decay(Some(WeightDecayConfig::new(options.weight_decay as f32)))
+            .init(),
+        OptimizerChoice::Adamw => AdamWConfig::new()
+            .with_weight_decay(options.weight_decay as f32)
+            .with_epsilon(1e-8)
+            .init(),
+    };
+
+    let batcher = |augmentation| ImageBatcher {
+        size: splits.image_size,
+        normalization,
+        augmentation,
+    };
+    let done = resume_epoch.unwrap_or(0);
+    let train_loader: Arc<dyn DataLoader<_>> = Arc::new(
+        EpochLoader::new(
+            splits.train.clone(),
+            batcher(Some(Augmentation::standard(splits.image_size))),
+            options.batch_size,
+            Some(options.seed),
+            options.workers,
+            device.clone(),
+        )
+        .starting_at_epoch(done),
+    );
+    let valid_loader: Arc<dyn DataLoader<_>> = Arc::new(EpochLoader::new(
+        splits.valid.clone(),
+        batcher(None),
+        options.batch_size,
+        None,
+        options.workers,
+        device.clone(),
+    ));
+
+    // Keep the last epoch (to resume) and the best by validation accuracy.
+    let checkpointing = ComposedCheckpointingStrategy::builder()
+        .add(KeepLastNCheckpoints::new(1))
+        .add(MetricCheckpointingStrategy::new(
+            &AccuracyMetric::new(),
+            Aggregate::Mean,
+            Direction::Highest,
+            Split::Valid,
+        ))
+        .build();
+    let devices = training_devices(&options.devices, device)?;
+    let mut training = SupervisedTraining::new(artifact_dir, train_loader, valid_loader)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .metric_train_numeric(TopKAccuracyMetric::new(5))
+        .metric_valid_numeric(TopKAccuracyMetric::new(5))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_default_checkpointers()
+        .with_checkpointing_strategy(checkpointing)
+        .num_epochs(options.epochs)
+        .with_application_logger(None);
+    if devices.len() > 1 {
+        training = training.with_training_strategy(
+            ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice).into(),
+        );
+    }
+    if let Some(epoch) = resume_epoch {
+        training = training.checkpoint(epoch);
+    }
+    if let Some(patience) = control.patience {
+        training = training.early_stopping(MetricEarlyStoppingStrategy::new(
+            &AccuracyMetric::new(),
+            Aggregate::Mean,
+            Direction::Highest,
+            Split::Valid,
+            StoppingCondition::NoImprovementSince { n_epochs: patience },
+        ));
+    }
+    let result = training.launch(Learner::new(Classifier { resnet }, optimizer, schedule));
+    if let Some(error) = result.error {
+        return Err(TrainError::Training(error.to_string()));
+    }
+    let model = result.model.resnet;
+
+    // Final weights: burn's format (what `infer` loads) and PyTorch's layout.
+    model
+        .clone()
+        .save_file(artifact_dir.join("model.bpk"))
+        .map_err(|e| TrainError::io(&artifact_dir.join("model.bpk"), e))?;
+    model
+        .save_pytorch_weights(artifact_dir.join("model.safetensors"))
+        .map_err(TrainError::Weights)?;
+
+    let names = metric_names();
+    let epochs = report::collect(
+        artifact_dir,
+        options.epochs,
+        [&names[0], &names[1], &names[2], &names[3]],
+        if resume_epoch.is_some() { None } else { Some(start_time) },
+    );
+    let completed: Vec<EpochMetrics> = epochs
+        .into_iter()
+        .filter(|e| e.valid_accuracy.is_some())
+        .collect();
+    let metrics = RunMetrics::new(completed, started.elapsed().as_secs_f64()).ok_or_else(|| {
+        TrainError::Training("no epoch finished with a validation accuracy".into())
+    })?;
+    write_json(&artifact_dir.join("metrics.json"), &metrics)?;
+    crate::plot::curves(&artifact_dir.join("curves.png"), &metrics.epochs)
+        .map_err(|e| TrainError::io(&artifact_dir.join("curves.png"), e))?;
+    Ok(TrainReport {
+        artifact_dir: artifact_dir.to_path_buf(),
+        metrics,
+        model,
+    })
+}
+
+/// Loads a trained model from an artifact directory (or its `model.bpk`): the model, its
+/// run configuration.
+pub fn load_run(path: &Path, device: &Device) -> Result<(ResNet, RunConfig), TrainError> {
+    let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")) } else { path };
+    let config: RunConfig = read_json(&dir.join("config.json"))?;
+    let weights = if path.is_file() { path.to_path_buf() } else { dir.join("model.bpk") };
+    if !weights.is_file() {
+        return Err(TrainError::io(&weights, "no trained weights (model.bpk is written when a run finishes)"));
+    }
+    let model = config
+        .model
+        .init(device)
+        .try_load_file(&weights)
+        .map_err(|e| TrainError::io(&weights, e))?;
+    Ok((model, config))
+}
