@@ -10,7 +10,12 @@ use burn::module::Param;
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-const SHAPES: [[usize; 4]; 4] = [[8, 256, 56, 56], [32, 64, 32, 32], [2, 2048, 7, 7], [1, 512, 64, 64]];
+const SHAPES: [[usize; 4]; 4] = [
+    [8, 256, 56, 56],
+    [32, 64, 32, 32],
+    [2, 2048, 7, 7],
+    [1, 512, 64, 64],
+];
 const GROUPS: usize = 32;
 
 fn devices() -> Vec<(&'static str, Device)> {
@@ -21,7 +26,10 @@ fn devices() -> Vec<(&'static str, Device)> {
     #[allow(deprecated)]
     devices.push(("ndarray", Device::ndarray()));
     #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
-    devices.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)));
+    devices.push((
+        "wgpu",
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+    ));
     #[cfg(feature = "cuda")]
     devices.push(("cuda", Device::cuda(0)));
     devices
@@ -49,11 +57,15 @@ fn bench(c: &mut Criterion) {
                 continue;
             }
             for shape in SHAPES {
-                let name = format!("group_norm/{backend}/{dtype:?}/{}", shape.map(|d| d.to_string()).join("x"));
+                let name = format!(
+                    "group_norm/{backend}/{dtype:?}/{}",
+                    shape.map(|d| d.to_string()).join("x")
+                );
                 let mut group = c.benchmark_group(name);
                 group.sample_size(10);
 
-                let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), (&device, dtype));
+                let x =
+                    Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), (&device, dtype));
                 let (ours, burns) = layers(shape[1], &device, dtype);
                 group.bench_function("gn_module/forward", |b| {
                     b.iter(|| {

@@ -44,7 +44,10 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     {
         out.push(path.to_path_buf());
     } else if !path.exists() {
-        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{}: no such file or folder", path.display())));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{}: no such file or folder", path.display()),
+        ));
     }
     Ok(())
 }
@@ -77,8 +80,10 @@ fn main() -> ExitCode {
     };
     let top = cli.top.clamp(1, config.classes.len());
     for chunk in files.chunks(cli.batch_size.max(1)) {
-        let images: Result<Vec<Vec<u8>>, _> =
-            chunk.iter().map(|p| read_image_file(p, config.image_size)).collect();
+        let images: Result<Vec<Vec<u8>>, _> = chunk
+            .iter()
+            .map(|p| read_image_file(p, config.image_size))
+            .collect();
         let images = match images {
             Ok(images) => images,
             Err(e) => {
@@ -87,7 +92,11 @@ fn main() -> ExitCode {
             }
         };
         let probs = softmax(model.forward(batcher.images(&images, &device)), 1);
-        let probs: Vec<f32> = probs.into_data().convert::<f32>().to_vec().expect("f32 data");
+        let probs: Vec<f32> = probs
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .expect("f32 data");
         let classes = config.classes.len();
         for (path, row) in chunk.iter().zip(probs.chunks(classes)) {
             let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();

@@ -24,6 +24,9 @@ struct Cli {
     /// Stop when the validation accuracy has not improved for this many epochs.
     #[arg(long)]
     patience: Option<usize>,
+    /// Stop after this epoch; continue later with --resume.
+    #[arg(long)]
+    stop_after: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
     let control = RunControl {
         resume,
         patience: cli.patience,
+        stop_after: cli.stop_after,
     };
     match training::train(&options, &artifact_dir, &control, &device) {
         Ok(report) => {

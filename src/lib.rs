@@ -5,7 +5,7 @@
 //!   CPU and CubeCL kernels;
 //! - [`models`]: the ResNet family with GroupNorm, BatchNorm or burn's GroupNorm, and
 //!   PyTorch-compatible weights;
-//! - [`data`], [`training`], [`plot`]: the engine of the `train`, `infer` and
+//! - [`data`], [`training`], [`study`], [`plot`]: the engine of the `train`, `infer` and
 //!   `batch_size_study` examples.
 
 pub use gn_module;
@@ -13,4 +13,5 @@ pub use models;
 
 pub mod data;
 pub mod plot;
+pub mod study;
 pub mod training;

@@ -40,7 +40,10 @@ fn panel(
     valid: impl Fn(&EpochMetrics) -> Option<f64>,
 ) -> PlotResult {
     let series = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
-        epochs.iter().filter_map(|e| f(e).map(|v| (e.epoch as f64, v))).collect()
+        epochs
+            .iter()
+            .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+            .collect()
     };
     let (train, valid) = (series(&train), series(&valid));
     let (lo, hi) = range_of(train.iter().chain(&valid).map(|p| p.1));
@@ -61,8 +64,14 @@ fn panel(
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, colour.filled())),
+        )?;
     }
     chart
         .configure_series_labels()
@@ -80,7 +89,13 @@ pub fn curves(path: &Path, epochs: &[EpochMetrics]) -> PlotResult {
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(550);
     panel(&left, "loss", epochs, |e| e.train_loss, |e| e.valid_loss)?;
-    panel(&right, "top-1 accuracy (%)", epochs, |e| e.train_accuracy, |e| e.valid_accuracy)?;
+    panel(
+        &right,
+        "top-1 accuracy (%)",
+        epochs,
+        |e| e.train_accuracy,
+        |e| e.valid_accuracy,
+    )?;
     root.present()?;
     Ok(())
 }
@@ -98,7 +113,10 @@ pub fn study(path: &Path, title: &str, lines: &[StudyLine]) -> PlotResult {
     register();
     let root = BitMapBackend::new(path, (720, 520)).into_drawing_area();
     root.fill(&WHITE)?;
-    let sizes: Vec<usize> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
+    let sizes: Vec<usize> = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.0))
+        .collect();
     let (min_b, max_b) = (
         *sizes.iter().min().unwrap_or(&1) as f64,
         *sizes.iter().max().unwrap_or(&2) as f64,
@@ -126,8 +144,14 @@ pub fn study(path: &Path, title: &str, lines: &[StudyLine]) -> PlotResult {
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
             .label(line.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, colour.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, colour.filled())),
+        )?;
     }
     chart
         .configure_series_labels()

@@ -9,7 +9,9 @@ fn device() -> Device {
 }
 
 fn init_err(config: GroupNormConfig) -> GroupNormError {
-    config.try_init(&device()).expect_err("the configuration is invalid")
+    config
+        .try_init(&device())
+        .expect_err("the configuration is invalid")
 }
 
 #[test]
@@ -74,7 +76,9 @@ fn invalid_epsilon() {
 }
 
 #[test]
-#[should_panic(expected = "invalid GroupNormConfig: num_channels (30) must be divisible by num_groups (32)")]
+#[should_panic(
+    expected = "invalid GroupNormConfig: num_channels (30) must be divisible by num_groups (32)"
+)]
 fn init_panics_with_the_message() {
     GroupNormConfig::new(32, 30).init(&device());
 }
@@ -150,7 +154,13 @@ fn functional_checks_groups_and_epsilon() {
 #[test]
 #[should_panic(expected = "group_norm: num_groups must be at least 1, got 0")]
 fn functional_panics_with_the_message() {
-    group_norm(Tensor::<3>::zeros([2, 4, 5], &device()), 0, None, None, 1e-5);
+    group_norm(
+        Tensor::<3>::zeros([2, 4, 5], &device()),
+        0,
+        None,
+        None,
+        1e-5,
+    );
 }
 
 #[test]

@@ -110,7 +110,10 @@ fn gradients_match_finite_differences() {
             for activation in [Activation::None, Activation::Relu, Activation::Silu] {
                 // burn-ndarray 0.22.1 evaluates sigmoid in f32 even for f64 tensors, which makes
                 // the composite SiLU's finite differences noisy at 1e-2; the fused SiLU is exact.
-                if backend == "ndarray" && matches!(path, Path::Composite) && activation == Activation::Silu {
+                if backend == "ndarray"
+                    && matches!(path, Path::Composite)
+                    && activation == Activation::Silu
+                {
                     continue;
                 }
                 let problem = Problem::new(activation, path);

@@ -42,10 +42,23 @@ fn each_sample_is_normalized_independently_of_the_batch() {
         let dy = tensor(&dy_values, shape, &ad, DType::F32);
         let (y_batch, dx_batch) = run(x.clone(), dy.clone());
         for i in 0..shape[0] {
-            let (y_alone, dx_alone) = run(x.clone().slice(s![i..i + 1]), dy.clone().slice(s![i..i + 1]));
+            let (y_alone, dx_alone) = run(
+                x.clone().slice(s![i..i + 1]),
+                dy.clone().slice(s![i..i + 1]),
+            );
             let what = |t: &str| format!("{t} of sample {i} on {backend}");
-            assert_close(&what("y"), &values(y_alone), &values(y_batch.clone().slice(s![i..i + 1])), F32_TOLERANCE);
-            assert_close(&what("dx"), &values(dx_alone), &values(dx_batch.clone().slice(s![i..i + 1])), F32_TOLERANCE);
+            assert_close(
+                &what("y"),
+                &values(y_alone),
+                &values(y_batch.clone().slice(s![i..i + 1])),
+                F32_TOLERANCE,
+            );
+            assert_close(
+                &what("dx"),
+                &values(dx_alone),
+                &values(dx_batch.clone().slice(s![i..i + 1])),
+                F32_TOLERANCE,
+            );
         }
     }
 }
@@ -94,9 +107,15 @@ fn non_finite_values_stay_in_their_group() {
             for (i, (&got, &want)) in y.iter().zip(&reference).enumerate() {
                 let in_group = (32..40).contains(&i);
                 if in_group {
-                    assert!(got.is_nan(), "{bad} on {backend}: element {i} of the poisoned group is {got}");
+                    assert!(
+                        got.is_nan(),
+                        "{bad} on {backend}: element {i} of the poisoned group is {got}"
+                    );
                 } else {
-                    assert!((got - want).abs() < 1e-5, "{bad} on {backend}: element {i} changed: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "{bad} on {backend}: element {i} changed: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -158,9 +177,23 @@ fn fused_activations_match_composition() {
                 let x = tensor(&x_values, shape, &ad, DType::F32).require_grad();
                 let (g, b) = (gamma.clone().require_grad(), beta.clone().require_grad());
                 let y = if fused {
-                    group_norm_with_activation(x.clone(), 3, Some(g.clone()), Some(b.clone()), 1e-5, activation)
+                    group_norm_with_activation(
+                        x.clone(),
+                        3,
+                        Some(g.clone()),
+                        Some(b.clone()),
+                        1e-5,
+                        activation,
+                    )
                 } else {
-                    composite::group_norm(x.clone(), 3, Some(g.clone()), Some(b.clone()), 1e-5, activation)
+                    composite::group_norm(
+                        x.clone(),
+                        3,
+                        Some(g.clone()),
+                        Some(b.clone()),
+                        1e-5,
+                        activation,
+                    )
                 };
                 let dy = tensor(&dy_values, shape, &ad, DType::F32);
                 let grads = (y.clone() * dy).sum().backward();
@@ -196,16 +229,33 @@ fn half_precision_inputs_keep_their_dtype() {
         }
         let reference = {
             let (gamma, beta) = params(&device, 8, DType::F32);
-            values(group_norm(tensor(&x_values, shape, &device, DType::F32), 4, Some(gamma), Some(beta), 1e-5))
+            values(group_norm(
+                tensor(&x_values, shape, &device, DType::F32),
+                4,
+                Some(gamma),
+                Some(beta),
+                1e-5,
+            ))
         };
         for (dtype, tol) in [(DType::F16, 4e-3), (DType::BF16, 3e-2)] {
             if !device.supports_dtype(dtype) {
                 continue;
             }
             let (gamma, beta) = params(&device, 8, dtype);
-            let y = group_norm(tensor(&x_values, shape, &device, dtype), 4, Some(gamma), Some(beta), 1e-5);
+            let y = group_norm(
+                tensor(&x_values, shape, &device, dtype),
+                4,
+                Some(gamma),
+                Some(beta),
+                1e-5,
+            );
             assert_eq!(y.dtype(), dtype, "on {backend}");
-            assert_close(&format!("{dtype:?} y on {backend}"), &values(y), &reference, tol);
+            assert_close(
+                &format!("{dtype:?} y on {backend}"),
+                &values(y),
+                &reference,
+                tol,
+            );
         }
     }
 }
@@ -216,7 +266,9 @@ fn half_precision_inputs_keep_their_dtype() {
 fn agrees_with_burn_group_norm_on_ordinary_inputs() {
     for (backend, device) in devices() {
         let ours = GroupNormConfig::new(4, 8).with_epsilon(1e-3).init(&device);
-        let burns = burn::nn::GroupNormConfig::new(4, 8).with_epsilon(1e-3).init(&device);
+        let burns = burn::nn::GroupNormConfig::new(4, 8)
+            .with_epsilon(1e-3)
+            .init(&device);
         let x: Vec<f64> = randn(2 * 8 * 3 * 5, 16);
         let x4 = tensor(&x, [2, 8, 3, 5], &device, DType::F32);
         assert_close(

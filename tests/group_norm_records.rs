@@ -23,8 +23,18 @@ struct Net {
 
 fn random_norm(device: &Device) -> GroupNorm {
     let mut gn = GroupNormConfig::new(4, 8).init(device);
-    gn.gamma = Some(Param::from_tensor(tensor(&randn(8, 21), [8], device, DType::F32)));
-    gn.beta = Some(Param::from_tensor(tensor(&randn(8, 22), [8], device, DType::F32)));
+    gn.gamma = Some(Param::from_tensor(tensor(
+        &randn(8, 21),
+        [8],
+        device,
+        DType::F32,
+    )));
+    gn.beta = Some(Param::from_tensor(tensor(
+        &randn(8, 22),
+        [8],
+        device,
+        DType::F32,
+    )));
     gn
 }
 
@@ -86,7 +96,10 @@ fn loads_pytorch_group_norm_state() {
     };
     let mut store = PytorchStore::from_file(fixture_path("group_norm/torch_state.pt"));
     let result = net.load_from(&mut store).expect("load");
-    assert!(result.errors.is_empty() && result.missing.is_empty(), "{result}");
+    assert!(
+        result.errors.is_empty() && result.missing.is_empty(),
+        "{result}"
+    );
     assert_close(
         "gamma",
         &values(net.norm.gamma.as_ref().unwrap().val()),
@@ -99,7 +112,9 @@ fn loads_pytorch_group_norm_state() {
         &io.get("bias").values,
         0.0,
     );
-    let y = net.norm.forward(io.get("x").tensor::<4>(&device, DType::F32));
+    let y = net
+        .norm
+        .forward(io.get("x").tensor::<4>(&device, DType::F32));
     assert_close("y", &values(y), &io.get("y").values, 2e-6);
 }
 
@@ -111,7 +126,15 @@ fn loads_a_bare_pytorch_group_norm() {
     let mut gn = GroupNormConfig::new(4, 8).init(&device);
     let mut store = PytorchStore::from_file(fixture_path("group_norm/torch_groupnorm_bare.pt"));
     let result = gn.load_from(&mut store).expect("load");
-    assert!(result.errors.is_empty() && result.missing.is_empty(), "{result}");
+    assert!(
+        result.errors.is_empty() && result.missing.is_empty(),
+        "{result}"
+    );
     assert_eq!(result.applied.len(), 2, "{result}");
-    assert_close("gamma", &values(gn.gamma.unwrap().val()), &io.get("weight").values, 0.0);
+    assert_close(
+        "gamma",
+        &values(gn.gamma.unwrap().val()),
+        &io.get("weight").values,
+        0.0,
+    );
 }

@@ -20,11 +20,26 @@ struct FixtureModel {
 }
 
 const MODELS: &[FixtureModel] = &[
-    FixtureModel { name: "resnet50_gn_w8", weights: "resnet50_gn_w8.safetensors" },
-    FixtureModel { name: "resnet18_gn_w8", weights: "resnet18_gn_w8.pth" },
-    FixtureModel { name: "resnet50_bn_w8", weights: "resnet50_bn_w8.safetensors" },
-    FixtureModel { name: "resnet18_bn_w8", weights: "resnet18_bn_w8.safetensors" },
-    FixtureModel { name: "resnet18_gn_w8_cifar", weights: "resnet18_gn_w8_cifar.safetensors" },
+    FixtureModel {
+        name: "resnet50_gn_w8",
+        weights: "resnet50_gn_w8.safetensors",
+    },
+    FixtureModel {
+        name: "resnet18_gn_w8",
+        weights: "resnet18_gn_w8.pth",
+    },
+    FixtureModel {
+        name: "resnet50_bn_w8",
+        weights: "resnet50_bn_w8.safetensors",
+    },
+    FixtureModel {
+        name: "resnet18_bn_w8",
+        weights: "resnet18_bn_w8.safetensors",
+    },
+    FixtureModel {
+        name: "resnet18_gn_w8_cifar",
+        weights: "resnet18_gn_w8_cifar.safetensors",
+    },
 ];
 
 /// The configuration the fixture's metadata describes.
@@ -32,7 +47,9 @@ fn config(io: &Fixture) -> ResNetConfig {
     let classes = io.meta("num_classes").parse().unwrap();
     let config = ResNetConfig::by_name(io.meta("arch"), classes).unwrap();
     let norm = match io.meta("norm") {
-        "gn" => Norm::Group { num_groups: io.meta("num_groups").parse().unwrap() },
+        "gn" => Norm::Group {
+            num_groups: io.meta("num_groups").parse().unwrap(),
+        },
         "bn" => Norm::Batch,
         other => panic!("unknown norm {other}"),
     };
@@ -82,7 +99,12 @@ fn group_norm_logits_are_batch_independent() {
     let batch = values(resnet.forward(x.clone()));
     for i in 0..2 {
         let alone = values(resnet.forward(x.clone().narrow(0, i, 1)));
-        assert_close(&format!("sample {i}"), &alone, &batch[i * 10..(i + 1) * 10], 1e-6);
+        assert_close(
+            &format!("sample {i}"),
+            &alone,
+            &batch[i * 10..(i + 1) * 10],
+            1e-6,
+        );
     }
 }
 
@@ -97,7 +119,10 @@ fn group_norm_parameter_counts_match_torchvision_and_timm() {
         (ResNetConfig::resnet152(1000), 60_192_808),
     ] {
         // burn counts BatchNorm's running statistics as parameters; GroupNorm has none.
-        let model = config.clone().with_norm(Norm::Group { num_groups: 32 }).init(&device);
+        let model = config
+            .clone()
+            .with_norm(Norm::Group { num_groups: 32 })
+            .init(&device);
         assert_eq!(model.num_params(), expected, "{:?}", config.layers);
     }
 }
@@ -118,13 +143,26 @@ fn weights_round_trip_exactly() {
 
         let path = temp_path(&format!("{}.safetensors", model.name));
         resnet.save_pytorch_weights(&path).unwrap();
-        let again = config(&io).init(&device).load_pytorch_weights(&path).unwrap();
-        assert_eq!(values(again.forward(x.clone())), reference, "{} via safetensors", model.name);
+        let again = config(&io)
+            .init(&device)
+            .load_pytorch_weights(&path)
+            .unwrap();
+        assert_eq!(
+            values(again.forward(x.clone())),
+            reference,
+            "{} via safetensors",
+            model.name
+        );
 
         let path = temp_path(model.name);
         resnet.clone().save_file(&path).unwrap();
         let again = config(&io).init(&device).load_file(&path);
-        assert_eq!(values(again.forward(x)), reference, "{} via burnpack", model.name);
+        assert_eq!(
+            values(again.forward(x)),
+            reference,
+            "{} via burnpack",
+            model.name
+        );
     }
 }
 
@@ -139,8 +177,15 @@ fn wrong_architecture_lists_the_keys() {
         .load_pytorch_weights(fixture_path("resnet/resnet18_gn_w8.pth"))
         .unwrap_err();
     match &err {
-        WeightsError::Incompatible { missing, mismatched, .. } => {
-            assert!(missing.contains(&"layer1.0.conv3.weight".to_string()), "{err}");
+        WeightsError::Incompatible {
+            missing,
+            mismatched,
+            ..
+        } => {
+            assert!(
+                missing.contains(&"layer1.0.conv3.weight".to_string()),
+                "{err}"
+            );
             assert!(mismatched.iter().any(|(k, _, _)| k == "fc.weight"), "{err}");
         }
         other => panic!("expected Incompatible, got {other}"),
@@ -148,7 +193,10 @@ fn wrong_architecture_lists_the_keys() {
     let message = err.to_string();
     assert!(message.contains("resnet18_gn_w8.pth"), "{message}");
     assert!(message.contains("missing keys"), "{message}");
-    assert!(message.contains("fc.weight: expected [10, 256], found [10, 64]"), "{message}");
+    assert!(
+        message.contains("fc.weight: expected [10, 256], found [10, 64]"),
+        "{message}"
+    );
 
     // GN weights into a BN model: the running statistics are missing.
     let bn = ResNetConfig::resnet18(10)
@@ -156,7 +204,11 @@ fn wrong_architecture_lists_the_keys() {
         .with_base_width(8)
         .init(&device);
     match bn.load_pytorch_weights(fixture_path("resnet/resnet18_gn_w8.pth")) {
-        Err(WeightsError::Incompatible { missing, unexpected, .. }) => {
+        Err(WeightsError::Incompatible {
+            missing,
+            unexpected,
+            ..
+        }) => {
             assert!(missing.contains(&"bn1.running_mean".to_string()));
             assert!(unexpected.is_empty());
         }
@@ -177,11 +229,17 @@ fn unreadable_files_name_the_file() {
     let missing = temp_path("does-not-exist.safetensors");
     let err = model.load_pytorch_weights(&missing).unwrap_err();
     assert!(matches!(err, WeightsError::Read { .. }), "{err}");
-    assert!(err.to_string().contains("does-not-exist.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("does-not-exist.safetensors"),
+        "{err}"
+    );
 
     for (name, source) in [
         ("truncated.pth", "resnet/resnet18_gn_w8.pth"),
-        ("truncated.safetensors", "resnet/resnet18_gn_w8_cifar.safetensors"),
+        (
+            "truncated.safetensors",
+            "resnet/resnet18_gn_w8_cifar.safetensors",
+        ),
     ] {
         let bytes = std::fs::read(fixture_path(source)).unwrap();
         let path = temp_path(name);
@@ -219,7 +277,10 @@ fn integer_weights_are_rejected() {
     ));
     let path = temp_path("int-bias.safetensors");
     safetensors::serialize_to_file(views, None, &path).unwrap();
-    let err = config(&io).init(&device).load_pytorch_weights(&path).unwrap_err();
+    let err = config(&io)
+        .init(&device)
+        .load_pytorch_weights(&path)
+        .unwrap_err();
     match &err {
         WeightsError::Incompatible { wrong_dtype, .. } => {
             assert_eq!(wrong_dtype.len(), 1, "{err}");
@@ -232,7 +293,12 @@ fn integer_weights_are_rejected() {
 
 #[test]
 fn saving_needs_a_safetensors_path() {
-    let model = ResNetConfig::resnet18(10).with_base_width(8).with_norm(Norm::Group { num_groups: 4 }).init(&Device::flex());
-    let err = model.save_pytorch_weights(temp_path("out.pth")).unwrap_err();
+    let model = ResNetConfig::resnet18(10)
+        .with_base_width(8)
+        .with_norm(Norm::Group { num_groups: 4 })
+        .init(&Device::flex());
+    let err = model
+        .save_pytorch_weights(temp_path("out.pth"))
+        .unwrap_err();
     assert!(err.to_string().contains("ending in .safetensors"), "{err}");
 }

@@ -43,7 +43,11 @@ pub fn read_cifar10(dir: &Path, image_size: Option<usize>) -> Result<Splits, Dat
         ));
     }
     let nested = dir.join("cifar-10-batches-bin");
-    let dir = if !dir.join(TEST_FILE).exists() && nested.is_dir() { nested } else { dir.to_path_buf() };
+    let dir = if !dir.join(TEST_FILE).exists() && nested.is_dir() {
+        nested
+    } else {
+        dir.to_path_buf()
+    };
     let size = image_size.unwrap_or(SIDE);
     let train_paths: Vec<PathBuf> = TRAIN_FILES.iter().map(|f| dir.join(f)).collect();
     let train = read_records(&train_paths, size)?;
@@ -60,7 +64,10 @@ fn read_records(paths: &[PathBuf], size: usize) -> Result<InMemoryImages, DataEr
     let mut images = InMemoryImages::new(size);
     for path in paths {
         let bytes = std::fs::read(path).map_err(|e| {
-            DataError::io(path, format!("{e} (expected a CIFAR-10 binary batch of 3073-byte records)"))
+            DataError::io(
+                path,
+                format!("{e} (expected a CIFAR-10 binary batch of 3073-byte records)"),
+            )
         })?;
         if bytes.is_empty() || bytes.len() % RECORD != 0 {
             return Err(DataError::format(

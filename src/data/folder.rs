@@ -92,18 +92,27 @@ impl ImageFolder {
     pub fn open_splits(dir: &Path, size: usize) -> Result<Splits, DataError> {
         let expected = "expected DIR/train/<class>/*.png|jpg and DIR/valid/<class>/*.png|jpg";
         if !dir.is_dir() {
-            return Err(DataError::io(dir, format!("no such directory ({expected})")));
+            return Err(DataError::io(
+                dir,
+                format!("no such directory ({expected})"),
+            ));
         }
         let train_dir = dir.join("train");
         if !train_dir.is_dir() {
-            return Err(DataError::io(&train_dir, format!("missing training split ({expected})")));
+            return Err(DataError::io(
+                &train_dir,
+                format!("missing training split ({expected})"),
+            ));
         }
         let valid_dir = ["valid", "val"]
             .iter()
             .map(|s| dir.join(s))
             .find(|p| p.is_dir())
             .ok_or_else(|| {
-                DataError::io(dir.join("valid"), format!("missing validation split ({expected})"))
+                DataError::io(
+                    dir.join("valid"),
+                    format!("missing validation split ({expected})"),
+                )
             })?;
 
         let classes = class_dirs(&train_dir)?;
@@ -124,7 +133,10 @@ impl ImageFolder {
         }
         let valid_files = list_split(&valid_dir, &classes, false)?;
         if valid_files.is_empty() {
-            return Err(DataError::io(&valid_dir, "the validation split has no images"));
+            return Err(DataError::io(
+                &valid_dir,
+                "the validation split has no images",
+            ));
         }
         Ok(Splits {
             train: load(train_files, size)?,
@@ -155,7 +167,11 @@ fn is_image(path: &Path) -> bool {
 
 /// `(file, label)` for every image of a split; every class folder of the training split must
 /// hold at least one image.
-fn list_split(dir: &Path, classes: &[String], require_all: bool) -> Result<Vec<(PathBuf, usize)>, DataError> {
+fn list_split(
+    dir: &Path,
+    classes: &[String],
+    require_all: bool,
+) -> Result<Vec<(PathBuf, usize)>, DataError> {
     let mut files = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         let class_dir = dir.join(class);
@@ -179,17 +195,18 @@ fn list_split(dir: &Path, classes: &[String], require_all: bool) -> Result<Vec<(
     Ok(files)
 }
 
-fn load(files: Vec<(PathBuf, usize)>, size: usize) -> Result<Arc<dyn Dataset<ImageItem>>, DataError> {
+fn load(
+    files: Vec<(PathBuf, usize)>,
+    size: usize,
+) -> Result<Arc<dyn Dataset<ImageItem>>, DataError> {
     let bytes = files.len() * 3 * size * size;
     if bytes > IN_MEMORY_BUDGET {
         // Too large to keep: check that every file is an image we can read, decode on demand.
-        files
-            .par_iter()
-            .try_for_each(|(path, _)| {
-                image::image_dimensions(path)
-                    .map(|_| ())
-                    .map_err(|e| DataError::format(path, format!("unreadable image ({e})")))
-            })?;
+        files.par_iter().try_for_each(|(path, _)| {
+            image::image_dimensions(path)
+                .map(|_| ())
+                .map_err(|e| DataError::format(path, format!("unreadable image ({e})")))
+        })?;
         return Ok(Arc::new(OnDiskImages { size, files }));
     }
     let decoded: Vec<Vec<u8>> = files

@@ -63,7 +63,9 @@ impl EpochLoader {
 
     fn order(&self, epoch: usize) -> Vec<usize> {
         let order = match self.seed {
-            Some(seed) => Rng::new(&[seed, 0x5348_5546, epoch as u64]).permutation(self.dataset.len()),
+            Some(seed) => {
+                Rng::new(&[seed, 0x5348_5546, epoch as u64]).permutation(self.dataset.len())
+            }
             None => (0..self.dataset.len()).collect(),
         };
         order[self.range.clone()].to_vec()
@@ -136,7 +138,10 @@ impl DataLoader<ImageBatch> for EpochLoader {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<ImageBatch> + 'a> {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
         let order = self.order(epoch);
-        let batches: Vec<Vec<usize>> = order.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
+        let batches: Vec<Vec<usize>> = order
+            .chunks(self.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect();
         let job = Arc::new(EpochJob {
             dataset: self.dataset.clone(),
             batcher: self.batcher.clone(),

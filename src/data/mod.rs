@@ -72,7 +72,9 @@ impl Normalization {
             count += plane as f64;
         }
         if count == 0.0 {
-            return Err(DataError::Dataset("no images to estimate the normalization from".into()));
+            return Err(DataError::Dataset(
+                "no images to estimate the normalization from".into(),
+            ));
         }
         let mean = sum.map(|s| s / count);
         let mut std = [0f32; 3];
@@ -135,19 +137,31 @@ pub struct DataOptions<'a> {
 /// Opens the training and validation splits and checks them.
 pub fn open(options: &DataOptions<'_>) -> Result<Splits, DataError> {
     let need_dir = |what: &str| {
-        options
-            .dir
-            .ok_or_else(|| DataError::Usage(format!("--data-dir is required for the {what} dataset")))
+        options.dir.ok_or_else(|| {
+            DataError::Usage(format!("--data-dir is required for the {what} dataset"))
+        })
     };
     let mut splits = match options.kind {
         DatasetKind::Synthetic => {
             let size = options.image_size.unwrap_or(32);
             if size < 8 {
-                return Err(DataError::Usage(format!("--image-size must be at least 8, got {size}")));
+                return Err(DataError::Usage(format!(
+                    "--image-size must be at least 8, got {size}"
+                )));
             }
             Splits {
-                train: Arc::new(SyntheticDataset::new(options.synthetic_train, size, options.seed, 0)),
-                valid: Arc::new(SyntheticDataset::new(options.synthetic_valid, size, options.seed, 1)),
+                train: Arc::new(SyntheticDataset::new(
+                    options.synthetic_train,
+                    size,
+                    options.seed,
+                    0,
+                )),
+                valid: Arc::new(SyntheticDataset::new(
+                    options.synthetic_valid,
+                    size,
+                    options.seed,
+                    1,
+                )),
                 classes: SYNTHETIC_CLASSES.iter().map(|s| s.to_string()).collect(),
                 image_size: size,
             }
@@ -166,7 +180,9 @@ pub fn open(options: &DataOptions<'_>) -> Result<Splits, DataError> {
         splits.valid = limit(splits.valid, n);
     }
     if splits.train.is_empty() || splits.valid.is_empty() {
-        return Err(DataError::Dataset("the training and validation splits must not be empty".into()));
+        return Err(DataError::Dataset(
+            "the training and validation splits must not be empty".into(),
+        ));
     }
     Ok(splits)
 }
@@ -178,7 +194,8 @@ fn limit(dataset: ImageDataset, n: usize) -> ImageDataset {
     }
     let step = dataset.len() / n.max(1);
     let indices: Vec<usize> = (0..n).map(|i| i * step).collect();
-    Arc::new(burn::data::dataset::transform::SelectionDataset::<ImageDataset, ImageItem>::from_indices_checked(
-        dataset, indices,
-    ))
+    Arc::new(burn::data::dataset::transform::SelectionDataset::<
+        ImageDataset,
+        ImageItem,
+    >::from_indices_checked(dataset, indices))
 }

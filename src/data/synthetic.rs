@@ -55,7 +55,11 @@ impl SyntheticDataset {
         let contrast: f32 = (0..3).map(|c| (fg[c] - bg[c]).abs()).sum();
         if contrast < 0.6 {
             for c in 0..3 {
-                fg[c] = if bg[c] > 0.5 { bg[c] - 0.5 } else { bg[c] + 0.5 };
+                fg[c] = if bg[c] > 0.5 {
+                    bg[c] - 0.5
+                } else {
+                    bg[c] + 0.5
+                };
             }
         }
         let shape = Shape {
@@ -126,14 +130,21 @@ impl Shape {
             }
             4 | 5 => {
                 // Plus: axis-aligned bars (a small tilt); cross: the same at 45 degrees.
-                let base = if self.class == 4 { 0.0 } else { core::f32::consts::FRAC_PI_4 };
+                let base = if self.class == 4 {
+                    0.0
+                } else {
+                    core::f32::consts::FRAC_PI_4
+                };
                 let (a, b) = rotate(base + 0.3 * self.jitter);
                 (a.abs() < 1.0 && b.abs() < 0.28) || (b.abs() < 1.0 && a.abs() < 0.28)
             }
             6 => in_patch && ((v / self.period).floor() as i64).rem_euclid(2) == 0,
             7 => in_patch && ((u / self.period).floor() as i64).rem_euclid(2) == 0,
             8 => {
-                let (i, j) = ((u / self.period).floor() as i64, (v / self.period).floor() as i64);
+                let (i, j) = (
+                    (u / self.period).floor() as i64,
+                    (v / self.period).floor() as i64,
+                );
                 in_patch && (i + j).rem_euclid(2) == 0
             }
             _ => {

@@ -35,7 +35,10 @@ pub fn last_complete_epoch(artifact_dir: &Path) -> Option<usize> {
     let dir = artifact_dir.join("checkpoint");
     let epochs = std::fs::read_dir(&dir).ok()?.filter_map(|entry| {
         let name = entry.ok()?.file_name().to_string_lossy().into_owned();
-        name.strip_prefix("model-")?.strip_suffix(".bpk")?.parse::<usize>().ok()
+        name.strip_prefix("model-")?
+            .strip_suffix(".bpk")?
+            .parse::<usize>()
+            .ok()
     });
     epochs
         .filter(|n| {

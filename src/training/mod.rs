@@ -5,6 +5,7 @@
 mod artifacts;
 mod classifier;
 mod options;
+mod renderer;
 mod report;
 mod schedule;
 
@@ -18,25 +19,33 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, SgdConfig};
 use burn::tensor::Device;
-use burn::train::metric::store::{Aggregate, Direction, Split};
-use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric, Metric, TopKAccuracyMetric};
-use burn::train::{
-    ExecutionStrategy, Learner, MetricEarlyStoppingStrategy, MultiDeviceOptim, StoppingCondition,
-    SupervisedTraining,
-};
 use burn::train::checkpoint::{
     ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
+};
+use burn::train::metric::store::{Aggregate, Direction, EventStoreClient, Split};
+use burn::train::metric::{
+    AccuracyMetric, LearningRateMetric, LossMetric, Metric, TopKAccuracyMetric,
+};
+use burn::train::{
+    EarlyStoppingStrategy, ExecutionStrategy, Learner, MetricEarlyStoppingStrategy,
+    MultiDeviceOptim, StoppingCondition, SupervisedTraining,
 };
 use models::resnet::{ResNet, ResNetConfig};
 use serde::{Deserialize, Serialize};
 
-pub use artifacts::{default_artifact_dir, last_complete_epoch, link_last, read_json, write_atomic, write_json};
+pub use artifacts::{
+    default_artifact_dir, last_complete_epoch, link_last, read_json, write_atomic, write_json,
+};
 pub use classifier::Classifier;
 pub use options::{NormChoice, OptimizerChoice, StemChoice, TrainOptions};
+pub use renderer::LineRenderer;
 pub use report::{EpochMetrics, RunMetrics};
 pub use schedule::{Decay, Schedule};
 
-use crate::data::{self, Augmentation, DataError, DataOptions, DatasetKind, EpochLoader, ImageBatcher, Normalization};
+use crate::data::{
+    self, Augmentation, DataError, DataOptions, DatasetKind, EpochLoader, ImageBatcher,
+    Normalization,
+};
 
 /// Why a run failed.
 #[derive(Debug)]
@@ -121,6 +130,25 @@ pub struct RunControl {
     pub resume: bool,
     /// Stop early when validation accuracy has not improved for this many epochs.
     pub patience: Option<usize>,
+    /// Stop (resumably) after this epoch, as if the run had been killed there.
+    pub stop_after: Option<usize>,
+}
+
+/// The early stops of [`RunControl`], as one burn strategy.
+#[derive(Clone)]
+struct Stopping {
+    patience: Option<MetricEarlyStoppingStrategy>,
+    stop_after: Option<usize>,
+}
+
+impl EarlyStoppingStrategy for Stopping {
+    fn should_stop(&mut self, epoch: usize, store: &EventStoreClient) -> bool {
+        let patience = self
+            .patience
+            .as_mut()
+            .is_some_and(|p| p.should_stop(epoch, store));
+        patience || self.stop_after.is_some_and(|last| epoch >= last)
+    }
 }
 
 /// The CIFAR-10 training set's per-channel statistics.
@@ -145,7 +173,10 @@ fn training_devices(indices: &[usize], default: &Device) -> Result<Vec<Device>, 
     }
     #[cfg(feature = "cuda")]
     return Ok(indices.iter().map(|&i| Device::cuda(i)).collect());
-    #[cfg(all(not(feature = "cuda"), any(feature = "wgpu", feature = "vulkan", feature = "metal")))]
+    #[cfg(all(
+        not(feature = "cuda"),
+        any(feature = "wgpu", feature = "vulkan", feature = "metal")
+    ))]
     return Ok(indices
         .iter()
         .map(|&i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
@@ -186,7 +217,10 @@ pub fn train(
 
     let resume_epoch = if control.resume {
         Some(last_complete_epoch(artifact_dir).ok_or_else(|| {
-            TrainError::io(artifact_dir, "nothing to resume: no complete epoch checkpoint in checkpoint/")
+            TrainError::io(
+                artifact_dir,
+                "nothing to resume: no complete epoch checkpoint in checkpoint/",
+            )
         })?)
     } else {
         None
@@ -213,9 +247,18 @@ pub fn train(
     write_json(&artifact_dir.join("config.json"), &run_config)?;
 
     device.seed(options.seed);
-    let mut resnet = model_config.init(device);
+    // Parameters created on an autodiff device are trainable; burn-train keeps them so when it
+    // moves the model to its training device.
+    let ad_device = if device.is_autodiff() {
+        device.clone()
+    } else {
+        device.clone().autodiff()
+    };
+    let mut resnet = model_config.init(&ad_device);
     if let Some(path) = &options.pretrained {
-        resnet = resnet.load_pytorch_backbone(path).map_err(TrainError::Weights)?;
+        resnet = resnet
+            .load_pytorch_backbone(path)
+            .map_err(TrainError::Weights)?;
     }
 
     let steps_per_epoch = splits.train.len().div_ceil(options.batch_size);
@@ -283,6 +326,10 @@ pub fn train(
         .with_checkpointing_strategy(checkpointing)
         .num_epochs(options.epochs)
         .with_application_logger(None);
+    // burn's TUI in a terminal, plain lines in logs and pipes.
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        training = training.renderer(Box::new(LineRenderer::new()));
+    }
     if devices.len() > 1 {
         training = training.with_training_strategy(
             ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice).into(),
@@ -291,14 +338,19 @@ pub fn train(
     if let Some(epoch) = resume_epoch {
         training = training.checkpoint(epoch);
     }
-    if let Some(patience) = control.patience {
-        training = training.early_stopping(MetricEarlyStoppingStrategy::new(
-            &AccuracyMetric::new(),
-            Aggregate::Mean,
-            Direction::Highest,
-            Split::Valid,
-            StoppingCondition::NoImprovementSince { n_epochs: patience },
-        ));
+    if control.patience.is_some() || control.stop_after.is_some() {
+        training = training.early_stopping(Stopping {
+            patience: control.patience.map(|n_epochs| {
+                MetricEarlyStoppingStrategy::new(
+                    &AccuracyMetric::new(),
+                    Aggregate::Mean,
+                    Direction::Highest,
+                    Split::Valid,
+                    StoppingCondition::NoImprovementSince { n_epochs },
+                )
+            }),
+            stop_after: control.stop_after,
+        });
     }
     let result = training.launch(Learner::new(Classifier { resnet }, optimizer, schedule));
     if let Some(error) = result.error {
@@ -320,7 +372,11 @@ pub fn train(
         artifact_dir,
         options.epochs,
         [&names[0], &names[1], &names[2], &names[3]],
-        if resume_epoch.is_some() { None } else { Some(start_time) },
+        if resume_epoch.is_some() {
+            None
+        } else {
+            Some(start_time)
+        },
     );
     let completed: Vec<EpochMetrics> = epochs
         .into_iter()
@@ -342,11 +398,22 @@ pub fn train(
 /// Loads a trained model from an artifact directory (or its `model.bpk`): the model, its
 /// run configuration.
 pub fn load_run(path: &Path, device: &Device) -> Result<(ResNet, RunConfig), TrainError> {
-    let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")) } else { path };
+    let dir = if path.is_file() {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    };
     let config: RunConfig = read_json(&dir.join("config.json"))?;
-    let weights = if path.is_file() { path.to_path_buf() } else { dir.join("model.bpk") };
+    let weights = if path.is_file() {
+        path.to_path_buf()
+    } else {
+        dir.join("model.bpk")
+    };
     if !weights.is_file() {
-        return Err(TrainError::io(&weights, "no trained weights (model.bpk is written when a run finishes)"));
+        return Err(TrainError::io(
+            &weights,
+            "no trained weights (model.bpk is written when a run finishes)",
+        ));
     }
     let model = config
         .model

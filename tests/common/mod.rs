@@ -10,9 +10,9 @@ use safetensors::SafeTensors;
 
 /// Every backend compiled into this test build, by name.
 ///
-/// Flex is always there (a default feature); NdArray and wgpu join with their features, so the
-/// README's test command covers Flex and NdArray and CI's `--features wgpu` run adds wgpu on
-/// lavapipe.
+/// Flex is always there (a default feature); NdArray joins with its feature, wgpu with
+/// `wgpu-tests` (a driver is needed to run, not to build), so the README's test command covers
+/// Flex and NdArray and CI's `--features wgpu-tests` run adds wgpu on lavapipe.
 pub fn devices() -> Vec<(&'static str, Device)> {
     let mut devices = Vec::new();
     #[cfg(feature = "flex")]

@@ -42,11 +42,22 @@ fn activation_grad(dy: f32, z: f32, #[comptime] act: u32) -> f32 {
 
 /// Chan et al.'s combination of two `(count, mean, M2)` summaries.
 #[cube]
-fn chan_combine(n_a: f32, mean_a: f32, m2_a: f32, n_b: f32, mean_b: f32, m2_b: f32) -> (f32, f32, f32) {
+fn chan_combine(
+    n_a: f32,
+    mean_a: f32,
+    m2_a: f32,
+    n_b: f32,
+    mean_b: f32,
+    m2_b: f32,
+) -> (f32, f32, f32) {
     let n = n_a + n_b;
     let w_b = n_b / select(n > 0.0f32, n, 1.0f32);
     let delta = mean_b - mean_a;
-    (n, mean_a + delta * w_b, m2_a + m2_b + delta * delta * n_a * w_b)
+    (
+        n,
+        mean_a + delta * w_b,
+        m2_a + m2_b + delta * delta * n_a * w_b,
+    )
 }
 
 /// Combines one Welford summary per unit into the cube's (returned to every unit).

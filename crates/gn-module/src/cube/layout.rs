@@ -29,7 +29,11 @@ impl View3 {
         }
         let spatial = shape[2..].iter().product();
         let fix = |size: usize, stride: usize| if size <= 1 { 1 } else { stride };
-        let strides = [fix(shape[0], strides[0]), fix(shape[1], strides[1]), fix(spatial, ss)];
+        let strides = [
+            fix(shape[0], strides[0]),
+            fix(shape[1], strides[1]),
+            fix(spatial, ss),
+        ];
         if strides.contains(&0) {
             return None;
         }

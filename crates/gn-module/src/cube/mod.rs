@@ -50,7 +50,15 @@ impl GroupNormBackend for CubeBackend {
         num_groups: usize,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        backward(grad, x, gamma, beta, to_dtype(rstd, DType::F32), num_groups, activation)
+        backward(
+            grad,
+            x,
+            gamma,
+            beta,
+            to_dtype(rstd, DType::F32),
+            num_groups,
+            activation,
+        )
     }
 }
 
@@ -61,7 +69,11 @@ fn to_dtype(t: CubeTensor, dtype: DType) -> CubeTensor {
 /// Units per cube: a power of two up to 256 that the device accepts (on burn's CPU runtime the
 /// limit is the core count).
 fn block_size(client: &Client) -> u32 {
-    let max_units = client.properties().hardware.max_units_per_cube.clamp(1, 256);
+    let max_units = client
+        .properties()
+        .hardware
+        .max_units_per_cube
+        .clamp(1, 256);
     1 << (31 - max_units.leading_zeros())
 }
 
@@ -178,7 +190,11 @@ fn backward(
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let (x, view) = dense(x);
     let (grad, grad_view) = strided(grad);
-    let (gamma, beta, rstd) = (into_contiguous(gamma), into_contiguous(beta), into_contiguous(rstd));
+    let (gamma, beta, rstd) = (
+        into_contiguous(gamma),
+        into_contiguous(beta),
+        into_contiguous(rstd),
+    );
     let client = x.client.clone();
     let [n, c, s] = view.shape;
     let block = block_size(&client);

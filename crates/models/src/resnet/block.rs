@@ -10,12 +10,7 @@ use super::{BlockKind, NormLayer, ResNetConfig};
 
 /// A convolution without bias (a norm follows), Kaiming-normal initialized for the ReLU that
 /// follows (fan-out mode, as torchvision and timm).
-pub(crate) fn conv(
-    channels: [usize; 2],
-    kernel: usize,
-    stride: usize,
-    device: &Device,
-) -> Conv2d {
+pub(crate) fn conv(channels: [usize; 2], kernel: usize, stride: usize, device: &Device) -> Conv2d {
     let pad = kernel / 2;
     Conv2dConfig::new(channels, [kernel, kernel])
         .with_stride([stride, stride])

@@ -124,7 +124,9 @@ pub enum ResNetConfigError {
 impl core::fmt::Display for ResNetConfigError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ResNetConfigError::Zero(what) => write!(f, "ResNetConfig: {what} must be at least 1, got 0"),
+            ResNetConfigError::Zero(what) => {
+                write!(f, "ResNetConfig: {what} must be at least 1, got 0")
+            }
         }
     }
 }

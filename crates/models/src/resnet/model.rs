@@ -50,7 +50,14 @@ impl ResNet {
             ),
             Stem::Cifar => (conv([3, width], 3, 1, device), None),
         };
-        let bn1 = NormLayer::new(&config.norm, width, config.norm_epsilon, true, false, device);
+        let bn1 = NormLayer::new(
+            &config.norm,
+            width,
+            config.norm_epsilon,
+            true,
+            false,
+            device,
+        );
         let mut in_channels = width;
         let mut stage = |index: usize, stride: usize| {
             let stage_width = width << index;
@@ -118,7 +125,8 @@ impl ResNet {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let [_, channels, _, _] = images.dims();
         assert_eq!(
-            channels, 3,
+            channels,
+            3,
             "ResNet::forward expects images of shape [N, 3, H, W], got {channels} channels ({:?})",
             images.dims()
         );

@@ -37,7 +37,11 @@ impl NormLayer {
     ) -> Self {
         let mut layer = match norm {
             Norm::Group { .. } | Norm::GroupSize(_) => {
-                let activation = if relu { Activation::Relu } else { Activation::None };
+                let activation = if relu {
+                    Activation::Relu
+                } else {
+                    Activation::None
+                };
                 NormLayer::Group(
                     GroupNormConfig::new(norm.groups_for(channels), channels)
                         .with_epsilon(epsilon)

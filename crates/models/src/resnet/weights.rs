@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
     BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore,
-    PyTorchToBurnAdapter,
-    PytorchStore, SafetensorsStore,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
 
 use super::ResNet;
@@ -90,7 +89,10 @@ impl fmt::Display for WeightsError {
                 list(
                     f,
                     "keys of a non-float dtype",
-                    wrong_dtype.iter().map(|(k, d)| format!("{k}: {d}")).collect(),
+                    wrong_dtype
+                        .iter()
+                        .map(|(k, d)| format!("{k}: {d}"))
+                        .collect(),
                 )
             }
         }
@@ -300,6 +302,7 @@ impl ResNet {
             .with_key_remapping(r"\.downsample\.conv\.", ".downsample.0.")
             .with_key_remapping(r"\.downsample\.norm\.", ".downsample.1.")
             .overwrite(true);
-        self.save_into(&mut store).map_err(|e| write_err(e.to_string()))
+        self.save_into(&mut store)
+            .map_err(|e| write_err(e.to_string()))
     }
 }
