@@ -3,12 +3,15 @@
 //! and f16. Run with `cargo bench --bench group_norm` (add `--features ndarray,wgpu` for more
 //! backends); `tools/bench_torch_group_norm.py` times PyTorch on the same shapes.
 //!
-//! Forward + backward seeds the backward with ones (`y.backward()`), as PyTorch's
-//! `y.backward(dy)` with a preallocated `dy` costs the same.
+//! Forward + backward seeds the backward with ones (`y.backward()`; burn allocates the seed,
+//! PyTorch's `y.backward(dy)` reuses a preallocated `dy`). As in the PyTorch script, where
+//! `x.grad` lives until the next iteration sets it to `None`, each iteration's gradients are
+//! dropped at the start of the next one: allocation patterns decide whether the allocator
+//! returns memory to the system between iterations, which costs page faults on both sides.
 
 use burn::module::Param;
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 
 const SHAPES: [[usize; 4]; 4] = [
     [8, 256, 56, 56],
@@ -85,20 +88,22 @@ fn bench(c: &mut Criterion) {
                 let ad = device.clone().autodiff();
                 let x = x.clone().autodiff().require_grad();
                 let (ours, burns) = layers(shape[1], &ad, dtype);
+                let mut previous = None;
                 group.bench_function("gn_module/forward_backward", |b| {
                     b.iter(|| {
-                        let grads = ours.forward(x.clone()).backward();
+                        drop(previous.take());
+                        previous = Some(ours.forward(x.clone()).backward());
                         sync(&ad);
-                        grads
                     })
                 });
                 group.bench_function("burn_nn/forward_backward", |b| {
                     b.iter(|| {
-                        let grads = burns.forward(x.clone()).backward();
+                        drop(previous.take());
+                        previous = Some(burns.forward(x.clone()).backward());
                         sync(&ad);
-                        grads
                     })
                 });
+                drop(previous);
                 group.finish();
             }
         }
@@ -106,4 +111,10 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    // The same allocator settings as tools/bench_torch_group_norm.py (see gn_burn::alloc).
+    gn_burn::alloc::keep_freed_memory();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -53,6 +53,7 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 fn main() -> ExitCode {
+    gn_burn::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let device = Device::default();
     let (model, config) = match training::load_run(&cli.checkpoint, &device) {

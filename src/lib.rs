@@ -11,6 +11,7 @@
 pub use gn_module;
 pub use models;
 
+pub mod alloc;
 pub mod data;
 pub mod plot;
 pub mod study;

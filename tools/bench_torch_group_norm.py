@@ -19,6 +19,8 @@ import platform
 import statistics
 import time
 
+from malloc_settings import keep_freed_memory
+
 import torch
 import torch.nn as nn
 
@@ -92,12 +94,14 @@ def main():
     ap.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated NxCxHxW list")
     ap.add_argument("--dtypes", default=DEFAULT_DTYPES)
     args = ap.parse_args()
+    malloc = keep_freed_memory()
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     print("## PyTorch CPU nn.GroupNorm(32, C) benchmark\n")
     print(f"- torch: {torch.__version__}")
+    print(f"- allocator: {malloc}")
     print(f"- threads: {torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()})")
     print(f"- processor: {cpu_model()}; machine: {platform.machine()}; {platform.platform()}")
     print(f"- timing: median of {args.repeats} runs after {args.warmup} warmup runs\n")

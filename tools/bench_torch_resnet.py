@@ -21,6 +21,8 @@ import platform
 import statistics
 import time
 
+from malloc_settings import keep_freed_memory
+
 import torch
 import torch.nn as nn
 
@@ -91,6 +93,7 @@ def main():
     ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated BATCHxSIZE list")
     ap.add_argument("--num-classes", type=int, default=1000)
     args = ap.parse_args()
+    malloc = keep_freed_memory()
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -98,6 +101,7 @@ def main():
 
     print("## PyTorch CPU ResNet-50 throughput (GroupNorm vs BatchNorm)\n")
     print(f"- torch: {torch.__version__}, timm: {timm.__version__}")
+    print(f"- allocator: {malloc}")
     print(f"- threads: {torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()})")
     print(f"- processor: {cpu_model()}; machine: {platform.machine()}; {platform.platform()}")
     print(f"- timing: median of {args.iters} steps after {args.warmup} warmup steps; "

@@ -26,8 +26,8 @@ impl Default for Activation {
 }
 
 impl Activation {
-    /// A stable small integer for the kernels.
-    pub(crate) fn code(self) -> u32 {
+    /// The integer the backend ops take (0 none, 1 ReLU, 2 SiLU).
+    pub fn code(self) -> u32 {
         match self {
             Activation::None => 0,
             Activation::Relu => 1,

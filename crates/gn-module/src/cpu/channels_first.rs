@@ -2,9 +2,13 @@
 //! per `(n, g)` group, whose `C / G` rows stay in cache between the statistics pass and the
 //! normalizing pass.
 
+use core::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
-use super::elem::Real;
+use super::elem::{
+    Real, assume_init, read_chunks, read2_chunks, uninit_vec, write_chunks, write2_chunks,
+};
 use super::rows::{self, ACT_NONE};
 use super::{
     Backward, BackwardCoefs, CpuElem, Forward, Order, View, group_stats, min_tasks, multiversion,
@@ -21,7 +25,9 @@ pub(super) fn forward<E: CpuElem>(
 ) -> Forward<E> {
     let cpg = x.c / num_groups;
     let group_len = cpg * x.s;
-    let mut y = vec![E::default(); x.n * x.c * x.s];
+    let numel = x.n * x.c * x.s;
+    let mut y = uninit_vec::<E>(numel);
+    let stream = numel * core::mem::size_of::<E>() >= STREAM_MIN_BYTES;
     let mut stats = vec![[0f64; 2]; x.n * num_groups];
     y.par_chunks_mut(group_len)
         .zip(stats.par_iter_mut())
@@ -31,15 +37,71 @@ pub(super) fn forward<E: CpuElem>(
             let (n, g) = (task / num_groups, task % num_groups);
             *stat = with_activation!(
                 activation,
-                forward_group::<E>(x, n, g * cpg, cpg, gamma, beta, epsilon, out)
+                forward_group::<E>(x, n, g * cpg, cpg, gamma, beta, epsilon, out, stream)
             );
         });
     let (mean, rstd) = stats.into_iter().map(|[m, r]| (m, r)).unzip();
     Forward {
-        y,
+        // SAFETY: every group's task wrote its whole chunk.
+        y: unsafe { assume_init(y) },
         mean,
         rstd,
         order: Order::ChannelsFirst,
+    }
+}
+
+/// The forward pass normalizing the contiguous `[N, C, S]` `data` in place (f32 and f64
+/// only); returns `(mean, rstd)`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_inplace<E: CpuElem>(
+    data: &mut [E],
+    shape: [usize; 3],
+    num_groups: usize,
+    gamma: &[f64],
+    beta: &[f64],
+    epsilon: f64,
+    activation: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    let [_, c, s] = shape;
+    let cpg = c / num_groups;
+    let group_len = cpg * s;
+    let mut stats = vec![[0f64; 2]; shape[0] * num_groups];
+    data.par_chunks_mut(group_len)
+        .zip(stats.par_iter_mut())
+        .with_min_len(min_tasks(group_len))
+        .enumerate()
+        .for_each(|(task, (chunk, stat))| {
+            let c0 = task % num_groups * cpg;
+            *stat = with_activation!(
+                activation,
+                forward_group_inplace::<E>(chunk, s, c0, gamma, beta, epsilon)
+            );
+        });
+    stats.into_iter().map(|[m, r]| (m, r)).unzip()
+}
+
+multiversion! {
+    /// Normalizes one group's contiguous chunk (channels `c0..`, rows of `s`) in place;
+    /// returns `[mean, rstd]`.
+    fn forward_group_inplace<E: CpuElem, const ACT: u32>(
+        chunk: &mut [E],
+        s: usize,
+        c0: usize,
+        gamma: &[f64],
+        beta: &[f64],
+        epsilon: f64,
+    ) -> [f64; 2] {
+        let data = E::native_mut(chunk).expect("in-place forward is for f32 and f64");
+        let k = data[0];
+        let mut acc = [0f64; 2];
+        rows::shifted_sums(data, k, &mut acc);
+        let (mean_d, rstd) = group_stats(acc[0], acc[1], data.len() as f64, epsilon);
+        for (j, row) in data.chunks_mut(s).enumerate() {
+            let a = rstd * gamma[c0 + j];
+            let b = beta[c0 + j] - mean_d * a;
+            rows::normalize_inplace::<E::Real, ACT>(row, k, E::Real::from_f64(a), E::Real::from_f64(b));
+        }
+        [k.to_f64() + mean_d, rstd]
     }
 }
 
@@ -54,7 +116,8 @@ multiversion! {
         gamma: &[f64],
         beta: &[f64],
         epsilon: f64,
-        out: &mut [E],
+        out: &mut [MaybeUninit<E>],
+        stream: bool,
     ) -> [f64; 2] {
         let s = x.s;
         let first = x.index(n, c0, 0);
@@ -62,26 +125,41 @@ multiversion! {
         let mut acc = [0f64; 2];
         if x.sc == s {
             // The group's rows are adjacent: one long run.
-            E::for_chunks(&x.data[first..first + cpg * s], |chunk| {
+            read_chunks!(E, &x.data[first..first + cpg * s], |chunk| {
                 rows::shifted_sums(chunk, k, &mut acc)
             });
         } else {
             for c in c0..c0 + cpg {
-                E::for_chunks(x.channel(n, c), |chunk| rows::shifted_sums(chunk, k, &mut acc));
+                read_chunks!(E, x.channel(n, c), |chunk| rows::shifted_sums(chunk, k, &mut acc));
             }
         }
         let (mean_d, rstd) = group_stats(acc[0], acc[1], (cpg * s) as f64, epsilon);
+        let mut streamed = false;
         for (j, out_row) in out.chunks_mut(s).enumerate() {
             let c = c0 + j;
             let a = rstd * gamma[c];
             let b = beta[c] - mean_d * a;
             let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
-            E::map_chunks(x.channel(n, c), out_row, |src, dst| {
-                rows::normalize::<E::Real, ACT>(src, dst, k, a, b)
+            write_chunks!(E, x.channel(n, c), out_row, |src, dst| {
+                streamed |= rows::normalize_out::<E::Real, ACT>(src, dst, k, a, b, stream)
             });
+        }
+        #[cfg(target_arch = "x86_64")]
+        if streamed {
+            super::simd::store_fence();
         }
         [k.to_f64() + mean_d, rstd]
     }
+}
+
+/// Outputs from this size on are written around the cache (they would not stay in it).
+const STREAM_MIN_BYTES: usize = 16 << 20;
+
+/// The output gradient of a group's backward: read through a view (`dx` goes to a new
+/// buffer), or the group's contiguous chunk of a buffer that `dx` overwrites.
+enum Grad<'a, E> {
+    Read(&'a View<'a, E>),
+    InPlace(&'a mut [E]),
 }
 
 pub(super) fn backward<E: CpuElem>(
@@ -95,7 +173,7 @@ pub(super) fn backward<E: CpuElem>(
 ) -> Backward<E> {
     let cpg = x.c / num_groups;
     let group_len = cpg * x.s;
-    let mut dx = vec![E::default(); x.n * x.c * x.s];
+    let mut dx = uninit_vec::<E>(x.n * x.c * x.s);
     // Per (n, c): [Σ dz x_hat, Σ dz], reduced over n into dgamma and dbeta.
     let mut sums = vec![[0f64; 2]; x.n * x.c];
     dx.par_chunks_mut(group_len)
@@ -104,29 +182,77 @@ pub(super) fn backward<E: CpuElem>(
         .enumerate()
         .for_each(|(task, (out, group_sums))| {
             let (n, g) = (task / num_groups, task % num_groups);
+            let group = GroupRef {
+                n,
+                c0: g * cpg,
+                cpg,
+                rstd: rstd[task],
+            };
             with_activation!(
                 activation,
-                backward_group::<E>(
-                    x,
-                    dy,
-                    n,
-                    g * cpg,
-                    cpg,
-                    rstd[task],
-                    gamma,
-                    beta,
-                    out,
-                    group_sums
-                )
+                backward_group::<E>(x, Grad::Read(dy), Some(out), group, gamma, beta, group_sums)
             );
         });
     let (dgamma, dbeta) = reduce_affine_grads(&sums, x.c);
     Backward {
-        dx,
+        // SAFETY: every group's task wrote its whole chunk.
+        dx: unsafe { assume_init(dx) },
         dgamma,
         dbeta,
         order: Order::ChannelsFirst,
     }
+}
+
+/// The backward pass writing `dx` over `dy_dx`, the contiguous `[N, C, S]` output gradient
+/// (f32 and f64 only); returns `(dgamma, dbeta)`.
+pub(super) fn backward_inplace<E: CpuElem>(
+    x: &View<'_, E>,
+    dy_dx: &mut [E],
+    num_groups: usize,
+    rstd: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    activation: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    let cpg = x.c / num_groups;
+    let group_len = cpg * x.s;
+    let mut sums = vec![[0f64; 2]; x.n * x.c];
+    dy_dx
+        .par_chunks_mut(group_len)
+        .zip(sums.par_chunks_mut(cpg))
+        .with_min_len(min_tasks(group_len))
+        .enumerate()
+        .for_each(|(task, (chunk, group_sums))| {
+            let (n, g) = (task / num_groups, task % num_groups);
+            let group = GroupRef {
+                n,
+                c0: g * cpg,
+                cpg,
+                rstd: rstd[task],
+            };
+            with_activation!(
+                activation,
+                backward_group::<E>(
+                    x,
+                    Grad::InPlace(chunk),
+                    None,
+                    group,
+                    gamma,
+                    beta,
+                    group_sums
+                )
+            );
+        });
+    reduce_affine_grads(&sums, x.c)
+}
+
+/// One `(n, g)` group of a backward pass: sample `n`, channels `c0..c0 + cpg`, its `rstd`.
+#[derive(Clone, Copy)]
+struct GroupRef {
+    n: usize,
+    c0: usize,
+    cpg: usize,
+    rstd: f64,
 }
 
 multiversion! {
@@ -134,16 +260,14 @@ multiversion! {
     /// per-channel `[Σ dz x_hat, Σ dz]` into `sums`.
     fn backward_group<E: CpuElem, const ACT: u32>(
         x: &View<'_, E>,
-        dy: &View<'_, E>,
-        n: usize,
-        c0: usize,
-        cpg: usize,
-        rstd: f64,
+        dy: Grad<'_, E>,
+        out: Option<&mut [MaybeUninit<E>]>,
+        group: GroupRef,
         gamma: &[f64],
         beta: &[f64],
-        out: &mut [E],
         sums: &mut [[f64; 2]],
     ) {
+        let GroupRef { n, c0, cpg, rstd } = group;
         let s = x.s;
         let k = x.data[x.index(n, c0, 0)].to_real();
         let group_len = (cpg * s) as f64;
@@ -152,7 +276,7 @@ multiversion! {
         let mut mean_d = 0.0;
         if ACT != ACT_NONE {
             for c in c0..c0 + cpg {
-                E::for_chunks(x.channel(n, c), |chunk| rows::shifted_sum(chunk, k, &mut mean_d));
+                read_chunks!(E, x.channel(n, c), |chunk| rows::shifted_sum(chunk, k, &mut mean_d));
             }
             mean_d /= group_len;
         }
@@ -166,7 +290,11 @@ multiversion! {
             let (a, b) = coef(c, mean_d);
             let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
             let mut acc = [0f64; 3];
-            E::zip_chunks(x.channel(n, c), dy.channel(n, c), |xs, gs| {
+            let dy_row = match &dy {
+                Grad::Read(view) => view.channel(n, c),
+                Grad::InPlace(chunk) => &chunk[j * s..(j + 1) * s],
+            };
+            read2_chunks!(E, x.channel(n, c), dy_row, |xs, gs| {
                 rows::backward_sums::<E::Real, ACT>(xs, gs, k, a, b, &mut acc)
             });
             *pq = [acc[0], acc[1]];
@@ -177,13 +305,28 @@ multiversion! {
         }
         let coefs = BackwardCoefs::from_sums(sums, &gamma[c0..c0 + cpg], mean_d, rstd, group_len);
         let (cx, c0r) = (E::Real::from_f64(coefs.cx), E::Real::from_f64(coefs.c0));
-        for (j, out_row) in out.chunks_mut(s).enumerate() {
-            let c = c0 + j;
-            let (a, b) = coef(c, mean_d);
-            let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
-            E::zip_map_chunks(x.channel(n, c), dy.channel(n, c), out_row, |xs, gs, dst| {
-                rows::backward_apply::<E::Real, ACT>(xs, gs, dst, k, a, b, cx, c0r)
-            });
+        match (dy, out) {
+            (Grad::Read(dy), Some(out)) => {
+                for (j, out_row) in out.chunks_mut(s).enumerate() {
+                    let c = c0 + j;
+                    let (a, b) = coef(c, mean_d);
+                    let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
+                    write2_chunks!(E, x.channel(n, c), dy.channel(n, c), out_row, |xs, gs, dst| {
+                        rows::backward_apply::<E::Real, ACT>(xs, gs, dst, k, a, b, cx, c0r)
+                    });
+                }
+            }
+            (Grad::InPlace(chunk), _) => {
+                let chunk = E::native_mut(chunk).expect("in-place backward is for f32 and f64");
+                for (j, row) in chunk.chunks_mut(s).enumerate() {
+                    let c = c0 + j;
+                    let (a, b) = coef(c, mean_d);
+                    let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
+                    let xs = E::native(x.channel(n, c)).expect("native like dy");
+                    rows::backward_apply_inplace::<E::Real, ACT>(xs, row, k, a, b, cx, c0r);
+                }
+            }
+            (Grad::Read(_), None) => unreachable!("a read gradient needs an output"),
         }
     }
 }

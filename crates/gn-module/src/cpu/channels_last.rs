@@ -2,9 +2,13 @@
 //! tasks are blocks of positions of one sample; per-channel accumulators run along the rows and
 //! are combined per group afterwards, so every pass reads memory in order.
 
+use core::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
-use super::elem::Real;
+use super::elem::{
+    Real, assume_init, read_chunks, read2_chunks, uninit_vec, write_chunks, write2_chunks,
+};
 use super::rows::{self, ACT_NONE};
 use super::{
     Backward, BackwardCoefs, CpuElem, Forward, Order, View, group_stats, multiversion,
@@ -79,6 +83,7 @@ fn group_sums<E: CpuElem>(
 }
 
 multiversion! {
+    #[allow(unused_assignments)] // `off` is dead after the single native chunk.
     /// `[Σ d, Σ d²]` per group over the positions `rows` of sample `n`.
     fn stats_task<E: CpuElem, const ACT: u32>(
         x: &View<'_, E>,
@@ -95,7 +100,7 @@ multiversion! {
         let mut t2 = vec![0f64; c];
         for (i, s) in rows.enumerate() {
             let mut off = 0;
-            E::for_chunks(x.position(n, s), |chunk| {
+            read_chunks!(E, x.position(n, s), |chunk| {
                 let end = off + chunk.len();
                 for (((a1, a2), &v), &k) in s1[off..end]
                     .iter_mut()
@@ -162,7 +167,7 @@ pub(super) fn forward<E: CpuElem>(
         }
     }
 
-    let mut y = vec![E::default(); x.n * x.s * c];
+    let mut y = uninit_vec::<E>(x.n * x.s * c);
     y.par_chunks_mut(x.s * c)
         .enumerate()
         .flat_map(|(n, sample)| {
@@ -187,7 +192,8 @@ pub(super) fn forward<E: CpuElem>(
             );
         });
     Forward {
-        y,
+        // SAFETY: the tasks cover every position of every sample.
+        y: unsafe { assume_init(y) },
         mean,
         rstd,
         order: Order::ChannelsLast,
@@ -195,6 +201,7 @@ pub(super) fn forward<E: CpuElem>(
 }
 
 multiversion! {
+    #[allow(unused_assignments)] // `off` is dead after the single native chunk.
     /// `out = act((x - shift) * a + b)` over the positions `rows` of sample `n`.
     fn normalize_task<E: CpuElem, const ACT: u32>(
         x: &View<'_, E>,
@@ -203,12 +210,12 @@ multiversion! {
         shifts: &[E::Real],
         a: &[E::Real],
         b: &[E::Real],
-        out: &mut [E],
+        out: &mut [MaybeUninit<E>],
     ) {
         let c = x.c;
         for (s, out_row) in rows.zip(out.chunks_mut(c)) {
             let mut off = 0;
-            E::map_chunks(x.position(n, s), out_row, |src, dst| {
+            write_chunks!(E, x.position(n, s), out_row, |src, dst| {
                 let end = off + src.len();
                 for ((((y, &v), &k), &a), &b) in dst
                     .iter_mut()
@@ -217,7 +224,7 @@ multiversion! {
                     .zip(&a[off..end])
                     .zip(&b[off..end])
                 {
-                    *y = rows::activate::<E::Real, ACT>((v - k) * a + b);
+                    y.write(rows::activate::<E::Real, ACT>((v - k) * a + b));
                 }
                 off = end;
             });
@@ -319,7 +326,7 @@ pub(super) fn backward<E: CpuElem>(
         cx[i..i + cpg].fill(E::Real::from_f64(coefs.cx));
         c0[i..i + cpg].fill(E::Real::from_f64(coefs.c0));
     }
-    let mut dx = vec![E::default(); x.n * x.s * c];
+    let mut dx = uninit_vec::<E>(x.n * x.s * c);
     dx.par_chunks_mut(x.s * c)
         .enumerate()
         .flat_map(|(n, sample)| {
@@ -343,7 +350,8 @@ pub(super) fn backward<E: CpuElem>(
         });
     let (dgamma, dbeta) = reduce_affine_grads(&sums, c);
     Backward {
-        dx,
+        // SAFETY: the tasks cover every position of every sample.
+        dx: unsafe { assume_init(dx) },
         dgamma,
         dbeta,
         order: Order::ChannelsLast,
@@ -351,6 +359,7 @@ pub(super) fn backward<E: CpuElem>(
 }
 
 multiversion! {
+    #[allow(unused_assignments)] // `off` is dead after the single native chunk.
     /// Per channel `[Σ dz d, Σ dz, Σ d]` over the positions `rows` of sample `n`.
     fn backward_sums_task<E: CpuElem, const ACT: u32>(
         x: &View<'_, E>,
@@ -369,7 +378,7 @@ multiversion! {
         let mut totals = [vec![0f64; c], vec![0f64; c], vec![0f64; c]];
         for (i, s) in rows.enumerate() {
             let mut off = 0;
-            E::zip_chunks(x.position(n, s), dy.position(n, s), |xv, gv| {
+            read2_chunks!(E, x.position(n, s), dy.position(n, s), |xv, gv| {
                 let end = off + xv.len();
                 for j in off..end {
                     let d = xv[j - off] - shifts[j];
@@ -396,6 +405,7 @@ multiversion! {
 }
 
 multiversion! {
+    #[allow(unused_assignments)] // `off` is dead after the single native chunk.
     /// `dx = a dz + cx (x - shift) + c0` over the positions `rows` of sample `n`; `coefs` holds
     /// the per-channel `[a, b, cx, c0]`.
     fn backward_apply_task<E: CpuElem, const ACT: u32>(
@@ -405,18 +415,18 @@ multiversion! {
         rows: core::ops::Range<usize>,
         shifts: &[E::Real],
         coefs: [&[E::Real]; 4],
-        out: &mut [E],
+        out: &mut [MaybeUninit<E>],
     ) {
         let c = x.c;
         let [a, b, cx, c0] = coefs;
         for (s, out_row) in rows.zip(out.chunks_mut(c)) {
             let mut off = 0;
-            E::zip_map_chunks(x.position(n, s), dy.position(n, s), out_row, |xv, gv, dst| {
+            write2_chunks!(E, x.position(n, s), dy.position(n, s), out_row, |xv, gv, dst| {
                 let end = off + xv.len();
                 for j in off..end {
                     let d = xv[j - off] - shifts[j];
                     let dz = rows::activate_grad::<E::Real, ACT>(d * a[j] + b[j], gv[j - off]);
-                    dst[j - off] = a[j] * dz + cx[j] * d + c0[j];
+                    dst[j - off].write(a[j] * dz + cx[j] * d + c0[j]);
                 }
                 off = end;
             });

@@ -1,6 +1,7 @@
 //! Element types of the CPU kernels: the storage type of a tensor and the arithmetic type the
 //! kernel computes in (f32 for f32, f16 and bf16; f64 for f64).
 
+use core::mem::MaybeUninit;
 use core::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
 use half::slice::HalfFloatSliceExt;
@@ -67,12 +68,22 @@ impl Real for f64 {
 
 /// A tensor element the CPU kernels read and write.
 ///
-/// The chunk helpers hand the kernels slices of [`Real`] values: the tensor's own memory for
-/// f32 and f64 (no copy), small widened buffers for f16 and bf16.
+/// f32 and f64 are computed on in place ([`native`](CpuElem::native)); f16 and bf16 go through
+/// the chunk helpers, which widen small pieces into buffers. The [`read_chunks`] family of
+/// macros picks the path, so the native one has no closure in the way of inlining.
 pub(crate) trait CpuElem: Copy + Send + Sync + Default + 'static {
     type Real: Real;
 
     fn to_real(self) -> Self::Real;
+
+    /// `src` itself when the element is its own arithmetic type.
+    fn native(src: &[Self]) -> Option<&[Self::Real]>;
+
+    /// `dst` itself when the element is its own arithmetic type.
+    fn native_out(dst: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<Self::Real>]>;
+
+    /// `data` itself, writable, when the element is its own arithmetic type.
+    fn native_mut(data: &mut [Self]) -> Option<&mut [Self::Real]>;
 
     /// Calls `f` on consecutive pieces of `src`, widened.
     fn for_chunks(src: &[Self], f: impl FnMut(&[Self::Real]));
@@ -81,15 +92,117 @@ pub(crate) trait CpuElem: Copy + Send + Sync + Default + 'static {
     fn zip_chunks(a: &[Self], b: &[Self], f: impl FnMut(&[Self::Real], &[Self::Real]));
 
     /// Calls `f` on pieces of `src` and fills `dst` (same length) with what it writes.
-    fn map_chunks(src: &[Self], dst: &mut [Self], f: impl FnMut(&[Self::Real], &mut [Self::Real]));
+    fn map_chunks(
+        src: &[Self],
+        dst: &mut [MaybeUninit<Self>],
+        f: impl FnMut(&[Self::Real], &mut [MaybeUninit<Self::Real>]),
+    );
 
     /// Calls `f` on pieces of `a` and `b` and fills `dst` (all the same length).
     fn zip_map_chunks(
         a: &[Self],
         b: &[Self],
-        dst: &mut [Self],
-        f: impl FnMut(&[Self::Real], &[Self::Real], &mut [Self::Real]),
+        dst: &mut [MaybeUninit<Self>],
+        f: impl FnMut(&[Self::Real], &[Self::Real], &mut [MaybeUninit<Self::Real>]),
     );
+}
+
+/// Runs `$body` with `$chunk` bound to the widened values of `$src`, piece by piece (one
+/// piece, the slice itself, for f32 and f64).
+macro_rules! read_chunks {
+    ($e:ty, $src:expr, |$chunk:ident| $body:expr) => {
+        match <$e as $crate::cpu::elem::CpuElem>::native($src) {
+            Some($chunk) => {
+                $body;
+            }
+            None => <$e as $crate::cpu::elem::CpuElem>::for_chunks($src, |$chunk| {
+                $body;
+            }),
+        }
+    };
+}
+
+/// [`read_chunks`] over two slices of the same length.
+macro_rules! read2_chunks {
+    ($e:ty, $a:expr, $b:expr, |$ca:ident, $cb:ident| $body:expr) => {
+        match (
+            <$e as $crate::cpu::elem::CpuElem>::native($a),
+            <$e as $crate::cpu::elem::CpuElem>::native($b),
+        ) {
+            (Some($ca), Some($cb)) => {
+                $body;
+            }
+            _ => <$e as $crate::cpu::elem::CpuElem>::zip_chunks($a, $b, |$ca, $cb| {
+                $body;
+            }),
+        }
+    };
+}
+
+/// Runs `$body` with `$chunk` the widened values of `$src` and `$out` the matching piece of
+/// `$dst` (which `$body` must write entirely).
+macro_rules! write_chunks {
+    ($e:ty, $src:expr, $dst:expr, |$chunk:ident, $out:ident| $body:expr) => {
+        match <$e as $crate::cpu::elem::CpuElem>::native($src) {
+            Some($chunk) => match <$e as $crate::cpu::elem::CpuElem>::native_out($dst) {
+                Some($out) => {
+                    $body;
+                }
+                None => unreachable!("native input, native output"),
+            },
+            None => <$e as $crate::cpu::elem::CpuElem>::map_chunks($src, $dst, |$chunk, $out| {
+                $body;
+            }),
+        }
+    };
+}
+
+/// [`write_chunks`] reading two slices.
+macro_rules! write2_chunks {
+    ($e:ty, $a:expr, $b:expr, $dst:expr, |$ca:ident, $cb:ident, $out:ident| $body:expr) => {
+        match (
+            <$e as $crate::cpu::elem::CpuElem>::native($a),
+            <$e as $crate::cpu::elem::CpuElem>::native($b),
+        ) {
+            (Some($ca), Some($cb)) => match <$e as $crate::cpu::elem::CpuElem>::native_out($dst) {
+                Some($out) => {
+                    $body;
+                }
+                None => unreachable!("native input, native output"),
+            },
+            _ => <$e as $crate::cpu::elem::CpuElem>::zip_map_chunks(
+                $a,
+                $b,
+                $dst,
+                |$ca, $cb, $out| {
+                    $body;
+                },
+            ),
+        }
+    };
+}
+
+pub(crate) use {read_chunks, read2_chunks, write_chunks, write2_chunks};
+
+/// A vector of `len` uninitialized elements, for outputs the kernels write entirely (no time
+/// spent zeroing memory that is overwritten anyway).
+pub(crate) fn uninit_vec<E>(len: usize) -> Vec<MaybeUninit<E>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit needs no initialization; the capacity is `len`.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The vector once every element has been written.
+///
+/// # Safety
+///
+/// Every element of `v` must be initialized.
+pub(crate) unsafe fn assume_init<E>(v: Vec<MaybeUninit<E>>) -> Vec<E> {
+    let mut v = core::mem::ManuallyDrop::new(v);
+    // SAFETY: same layout (MaybeUninit<E> is repr(transparent)), same allocation, all
+    // elements initialized by the caller's contract.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<E>(), v.len(), v.capacity()) }
 }
 
 macro_rules! native_elem {
@@ -102,6 +215,18 @@ macro_rules! native_elem {
                 self
             }
             #[inline(always)]
+            fn native(src: &[Self]) -> Option<&[Self::Real]> {
+                Some(src)
+            }
+            #[inline(always)]
+            fn native_out(dst: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<Self::Real>]> {
+                Some(dst)
+            }
+            #[inline(always)]
+            fn native_mut(data: &mut [Self]) -> Option<&mut [Self::Real]> {
+                Some(data)
+            }
+            #[inline(always)]
             fn for_chunks(src: &[Self], mut f: impl FnMut(&[Self::Real])) {
                 f(src)
             }
@@ -112,8 +237,8 @@ macro_rules! native_elem {
             #[inline(always)]
             fn map_chunks(
                 src: &[Self],
-                dst: &mut [Self],
-                mut f: impl FnMut(&[Self::Real], &mut [Self::Real]),
+                dst: &mut [MaybeUninit<Self>],
+                mut f: impl FnMut(&[Self::Real], &mut [MaybeUninit<Self::Real>]),
             ) {
                 f(src, dst)
             }
@@ -121,8 +246,8 @@ macro_rules! native_elem {
             fn zip_map_chunks(
                 a: &[Self],
                 b: &[Self],
-                dst: &mut [Self],
-                mut f: impl FnMut(&[Self::Real], &[Self::Real], &mut [Self::Real]),
+                dst: &mut [MaybeUninit<Self>],
+                mut f: impl FnMut(&[Self::Real], &[Self::Real], &mut [MaybeUninit<Self::Real>]),
             ) {
                 f(a, b, dst)
             }
@@ -142,6 +267,18 @@ macro_rules! half_elem {
             fn to_real(self) -> f32 {
                 self.to_f32()
             }
+            #[inline(always)]
+            fn native(_: &[Self]) -> Option<&[f32]> {
+                None
+            }
+            #[inline(always)]
+            fn native_out(_: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<f32>]> {
+                None
+            }
+            #[inline(always)]
+            fn native_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+                None
+            }
             fn for_chunks(src: &[Self], mut f: impl FnMut(&[f32])) {
                 let mut buf = [0f32; CHUNK];
                 for piece in src.chunks(CHUNK) {
@@ -159,23 +296,28 @@ macro_rules! half_elem {
                     f(ba, bb);
                 }
             }
-            fn map_chunks(src: &[Self], dst: &mut [Self], mut f: impl FnMut(&[f32], &mut [f32])) {
-                let (mut buf_in, mut buf_out) = ([0f32; CHUNK], [0f32; CHUNK]);
+            fn map_chunks(
+                src: &[Self],
+                dst: &mut [MaybeUninit<Self>],
+                mut f: impl FnMut(&[f32], &mut [MaybeUninit<f32>]),
+            ) {
+                let mut buf_in = [0f32; CHUNK];
+                let mut buf_out = [MaybeUninit::<f32>::uninit(); CHUNK];
                 for (ps, pd) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
-                    let (bi, bo) = (&mut buf_in[..ps.len()], &mut buf_out[..ps.len()]);
-                    ps.convert_to_f32_slice(bi);
-                    f(bi, bo);
-                    pd.convert_from_f32_slice(bo);
+                    let n = ps.len();
+                    ps.convert_to_f32_slice(&mut buf_in[..n]);
+                    f(&buf_in[..n], &mut buf_out[..n]);
+                    narrow(&buf_out[..n], pd);
                 }
             }
             fn zip_map_chunks(
                 a: &[Self],
                 b: &[Self],
-                dst: &mut [Self],
-                mut f: impl FnMut(&[f32], &[f32], &mut [f32]),
+                dst: &mut [MaybeUninit<Self>],
+                mut f: impl FnMut(&[f32], &[f32], &mut [MaybeUninit<f32>]),
             ) {
-                let (mut buf_a, mut buf_b, mut buf_out) =
-                    ([0f32; CHUNK], [0f32; CHUNK], [0f32; CHUNK]);
+                let (mut buf_a, mut buf_b) = ([0f32; CHUNK], [0f32; CHUNK]);
+                let mut buf_out = [MaybeUninit::<f32>::uninit(); CHUNK];
                 for ((pa, pb), pd) in a
                     .chunks(CHUNK)
                     .zip(b.chunks(CHUNK))
@@ -185,7 +327,7 @@ macro_rules! half_elem {
                     pa.convert_to_f32_slice(&mut buf_a[..n]);
                     pb.convert_to_f32_slice(&mut buf_b[..n]);
                     f(&buf_a[..n], &buf_b[..n], &mut buf_out[..n]);
-                    pd.convert_from_f32_slice(&buf_out[..n]);
+                    narrow(&buf_out[..n], pd);
                 }
             }
         }
@@ -194,3 +336,30 @@ macro_rules! half_elem {
 
 half_elem!(f16);
 half_elem!(bf16);
+
+/// Writes the f32 values a kernel produced into a narrow output.
+#[inline(always)]
+fn narrow<T: HalfFromF32>(values: &[MaybeUninit<f32>], dst: &mut [MaybeUninit<T>]) {
+    for (d, v) in dst.iter_mut().zip(values) {
+        // SAFETY: the kernels write their whole output piece before it is narrowed.
+        d.write(T::from_f32(unsafe { v.assume_init() }));
+    }
+}
+
+trait HalfFromF32 {
+    fn from_f32(v: f32) -> Self;
+}
+
+impl HalfFromF32 for f16 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+impl HalfFromF32 for bf16 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+}

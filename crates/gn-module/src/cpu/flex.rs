@@ -18,6 +18,12 @@ impl GroupNormBackend for Flex {
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (gamma, beta) = (to_f64(&gamma), to_f64(&beta));
+        // Nothing else holds the input (inference): normalize it in place, no new buffer.
+        if let Some(out) =
+            forward_in_place(x.clone(), num_groups, &gamma, &beta, epsilon, activation)
+        {
+            return out;
+        }
         let x = readable(x);
         macro_rules! run {
             ($e:ty) => {{
@@ -48,6 +54,17 @@ impl GroupNormBackend for Flex {
         let param_dtype = gamma.dtype();
         let (gamma, beta, rstd) = (to_f64(&gamma), to_f64(&beta), to_f64(&rstd));
         let grad = grad.cast_like(&x);
+        let grad = match backward_in_place(grad, &x, num_groups, &rstd, &gamma, &beta, activation) {
+            Ok((dx, dgamma, dbeta)) => {
+                let c = dgamma.len();
+                return (
+                    dx,
+                    floats(dgamma, &[c], param_dtype),
+                    floats(dbeta, &[c], param_dtype),
+                );
+            }
+            Err(grad) => grad,
+        };
         let (mut x, mut grad) = (readable(x), readable(grad));
         macro_rules! run {
             ($e:ty) => {{
@@ -68,6 +85,96 @@ impl GroupNormBackend for Flex {
             }};
         }
         dispatch_float!(x.dtype(), run)
+    }
+}
+
+/// The contiguous storage of `t` when nothing else references it.
+fn unique_contiguous<E: Element + bytemuck::Pod>(t: &mut FlexTensor) -> Option<&mut [E]> {
+    let (start, end) = t.layout().contiguous_offsets()?;
+    t.try_storage_mut::<E>().map(|data| &mut data[start..end])
+}
+
+/// Shape `[N, C, S]` of a tensor of rank >= 2.
+fn ncs(shape: &[usize]) -> [usize; 3] {
+    [shape[0], shape[1], shape[2..].iter().product()]
+}
+
+type Triple = (FlexTensor, FlexTensor, FlexTensor);
+
+/// The forward pass over `x`'s own storage, if `x` is an f32 or f64 contiguous tensor that
+/// nothing else references.
+fn forward_in_place(
+    x: FlexTensor,
+    num_groups: usize,
+    gamma: &[f64],
+    beta: &[f64],
+    epsilon: f64,
+    activation: u32,
+) -> Option<Triple> {
+    let mut x = x;
+    let shape = ncs(x.layout().shape());
+    let dtype = x.dtype();
+    let (mean, rstd) = match dtype {
+        DType::F32 => super::forward_inplace(
+            unique_contiguous::<f32>(&mut x)?,
+            shape,
+            num_groups,
+            gamma,
+            beta,
+            epsilon,
+            activation,
+        ),
+        DType::F64 => super::forward_inplace(
+            unique_contiguous::<f64>(&mut x)?,
+            shape,
+            num_groups,
+            gamma,
+            beta,
+            epsilon,
+            activation,
+        ),
+        _ => return None,
+    };
+    let stats = [shape[0], num_groups];
+    Some((
+        x,
+        floats(mean, &stats, stats_dtype(dtype)),
+        floats(rstd, &stats, stats_dtype(dtype)),
+    ))
+}
+
+/// The backward pass writing `dx` over `grad`'s storage, if `grad` is an f32 or f64
+/// contiguous tensor that nothing else references and `x` is channels-first; else `grad`
+/// back.
+#[allow(clippy::too_many_arguments)]
+fn backward_in_place(
+    grad: FlexTensor,
+    x: &FlexTensor,
+    num_groups: usize,
+    rstd: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    activation: u32,
+) -> Result<(FlexTensor, Vec<f64>, Vec<f64>), FlexTensor> {
+    let mut grad = grad;
+    macro_rules! run {
+        ($e:ty) => {{
+            let Some(xv) = view_of::<$e>(x).filter(|v| v.order() == Some(Order::ChannelsFirst))
+            else {
+                return Err(grad);
+            };
+            let Some(data) = unique_contiguous::<$e>(&mut grad) else {
+                return Err(grad);
+            };
+            let (dgamma, dbeta) =
+                super::backward_inplace(&xv, data, num_groups, rstd, gamma, beta, activation);
+            Ok((grad, dgamma, dbeta))
+        }};
+    }
+    match grad.dtype() {
+        DType::F32 => run!(f32),
+        DType::F64 => run!(f64),
+        _ => Err(grad),
     }
 }
 

@@ -19,6 +19,8 @@ mod channels_first;
 mod channels_last;
 pub(crate) mod elem;
 mod rows;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 pub(crate) use elem::CpuElem;
 
@@ -233,6 +235,40 @@ pub(crate) fn backward<E: CpuElem>(
             channels_last::backward(x, dy, num_groups, rstd, gamma, beta, activation)
         }
     }
+}
+
+/// [`forward`] overwriting `data`, a contiguous `[N, C, S]` f32 or f64 tensor that nothing
+/// else uses (saves allocating the output); returns `(mean, rstd)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_inplace<E: CpuElem>(
+    data: &mut [E],
+    shape: [usize; 3],
+    num_groups: usize,
+    gamma: &[f64],
+    beta: &[f64],
+    epsilon: f64,
+    activation: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    channels_first::forward_inplace(data, shape, num_groups, gamma, beta, epsilon, activation)
+}
+
+/// [`backward`] writing `dx` over `dy_dx`, the contiguous `[N, C, S]` f32 or f64 output
+/// gradient (which nothing else uses); `x` must be channels-first. Returns `(dgamma, dbeta)`.
+pub(crate) fn backward_inplace<E: CpuElem>(
+    x: &View<'_, E>,
+    dy_dx: &mut [E],
+    num_groups: usize,
+    rstd: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    activation: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(
+        x.order(),
+        Some(Order::ChannelsFirst),
+        "in-place backward reads channels-first x"
+    );
+    channels_first::backward_inplace(x, dy_dx, num_groups, rstd, gamma, beta, activation)
 }
 
 /// Per-group coefficients of the backward pass, from the per-channel sums of one `(n, g)`.

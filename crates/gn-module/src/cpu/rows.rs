@@ -7,6 +7,8 @@
 //! Every function is generic over the activation code `ACT` so that the branch on it is resolved
 //! at compile time and the loops stay vectorizable.
 
+use core::mem::MaybeUninit;
+
 use super::elem::Real;
 
 /// `Activation::None`, `Relu` and `Silu` as the kernels see them.
@@ -57,18 +59,46 @@ pub(crate) fn activate_grad<R: Real, const ACT: u32>(z: R, dy: R) -> R {
     }
 }
 
+/// `row` as f32, when `R` is f32 and the CPU has the instructions of [`super::simd`].
+#[inline(always)]
+fn as_f32_simd<R: Real>(row: &[R]) -> Option<&[f32]> {
+    #[cfg(target_arch = "x86_64")]
+    if core::any::TypeId::of::<R>() == core::any::TypeId::of::<f32>()
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: R is f32.
+        return Some(unsafe { core::slice::from_raw_parts(row.as_ptr().cast::<f32>(), row.len()) });
+    }
+    None
+}
+
+#[inline(always)]
+fn to_f32<R: Real>(v: R) -> f32 {
+    v.to_f64() as f32
+}
+
 /// Adds `Σ (x - k)` and `Σ (x - k)²` over `row` into `acc`.
 #[inline(always)]
 pub(crate) fn shifted_sums<R: Real>(row: &[R], k: R, acc: &mut [f64; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(row) = as_f32_simd(row) {
+        // SAFETY: as_f32_simd checked the CPU features.
+        return unsafe { super::simd::shifted_sums(row, to_f32(k), acc) };
+    }
     for block in row.chunks(BLOCK) {
         let mut s1 = [R::ZERO; LANES];
         let mut s2 = [R::ZERO; LANES];
         let mut chunks = block.chunks_exact(LANES);
         for chunk in &mut chunks {
+            let chunk: &[R; LANES] = chunk.try_into().expect("exact chunk");
+            // Separate loops over the lanes, so that each becomes one vector operation.
+            let d: [R; LANES] = core::array::from_fn(|j| chunk[j] - k);
             for j in 0..LANES {
-                let d = chunk[j] - k;
-                s1[j] += d;
-                s2[j] += d * d;
+                s1[j] += d[j];
+            }
+            for j in 0..LANES {
+                s2[j] += d[j] * d[j];
             }
         }
         let (mut t1, mut t2) = (0f64, 0f64);
@@ -93,6 +123,7 @@ pub(crate) fn shifted_sum<R: Real>(row: &[R], k: R, acc: &mut f64) {
         let mut s1 = [R::ZERO; LANES];
         let mut chunks = block.chunks_exact(LANES);
         for chunk in &mut chunks {
+            let chunk: &[R; LANES] = chunk.try_into().expect("exact chunk");
             for j in 0..LANES {
                 s1[j] += chunk[j] - k;
             }
@@ -110,9 +141,60 @@ pub(crate) fn shifted_sum<R: Real>(row: &[R], k: R, acc: &mut f64) {
 
 /// `dst = act((src - k) * a + b)`.
 #[inline(always)]
-pub(crate) fn normalize<R: Real, const ACT: u32>(src: &[R], dst: &mut [R], k: R, a: R, b: R) {
+pub(crate) fn normalize<R: Real, const ACT: u32>(
+    src: &[R],
+    dst: &mut [MaybeUninit<R>],
+    k: R,
+    a: R,
+    b: R,
+) {
     for (y, &x) in dst.iter_mut().zip(src) {
-        *y = activate::<R, ACT>((x - k) * a + b);
+        y.write(activate::<R, ACT>((x - k) * a + b));
+    }
+}
+
+/// [`normalize`], with non-temporal stores when `stream` asks for them and the CPU and the
+/// element type have them (f32 with AVX2, no activation or ReLU); returns whether it streamed
+/// (the caller then fences).
+#[inline(always)]
+pub(crate) fn normalize_out<R: Real, const ACT: u32>(
+    src: &[R],
+    dst: &mut [MaybeUninit<R>],
+    k: R,
+    a: R,
+    b: R,
+    stream: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if stream
+        && ACT != ACT_SILU
+        && let Some(src32) = as_f32_simd(src)
+    {
+        // SAFETY: R is f32 (as_f32_simd), so dst is f32 storage too.
+        let dst32 = unsafe {
+            core::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<MaybeUninit<f32>>(), dst.len())
+        };
+        let (k, a, b) = (to_f32(k), to_f32(a), to_f32(b));
+        // SAFETY: as_f32_simd checked the CPU features; ACT is none or ReLU.
+        unsafe {
+            if ACT == ACT_RELU {
+                super::simd::normalize_stream::<ACT_RELU>(src32, dst32, k, a, b)
+            } else {
+                super::simd::normalize_stream::<ACT_NONE>(src32, dst32, k, a, b)
+            }
+        }
+        return true;
+    }
+    let _ = stream;
+    normalize::<R, ACT>(src, dst, k, a, b);
+    false
+}
+
+/// `data = act((data - k) * a + b)`, in place.
+#[inline(always)]
+pub(crate) fn normalize_inplace<R: Real, const ACT: u32>(data: &mut [R], k: R, a: R, b: R) {
+    for v in data.iter_mut() {
+        *v = activate::<R, ACT>((*v - k) * a + b);
     }
 }
 
@@ -127,6 +209,20 @@ pub(crate) fn backward_sums<R: Real, const ACT: u32>(
     b: R,
     acc: &mut [f64; 3],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if ACT != ACT_SILU
+        && let (Some(xs), Some(gs)) = (as_f32_simd(x), as_f32_simd(dy))
+    {
+        let (k, a, b) = (to_f32(k), to_f32(a), to_f32(b));
+        // SAFETY: as_f32_simd checked the CPU features; ACT is none or ReLU.
+        return unsafe {
+            if ACT == ACT_RELU {
+                super::simd::backward_sums::<ACT_RELU>(xs, gs, k, a, b, acc)
+            } else {
+                super::simd::backward_sums::<ACT_NONE>(xs, gs, k, a, b, acc)
+            }
+        };
+    }
     for (xb, gb) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)) {
         let mut p = [R::ZERO; LANES];
         let mut q = [R::ZERO; LANES];
@@ -134,12 +230,19 @@ pub(crate) fn backward_sums<R: Real, const ACT: u32>(
         let mut xc = xb.chunks_exact(LANES);
         let mut gc = gb.chunks_exact(LANES);
         for (xs, gs) in (&mut xc).zip(&mut gc) {
+            let xs: &[R; LANES] = xs.try_into().expect("exact chunk");
+            let gs: &[R; LANES] = gs.try_into().expect("exact chunk");
+            let d: [R; LANES] = core::array::from_fn(|j| xs[j] - k);
+            let dz: [R; LANES] =
+                core::array::from_fn(|j| activate_grad::<R, ACT>(d[j] * a + b, gs[j]));
             for j in 0..LANES {
-                let d = xs[j] - k;
-                let dz = activate_grad::<R, ACT>(d * a + b, gs[j]);
-                p[j] += dz * d;
-                q[j] += dz;
-                t[j] += d;
+                p[j] += dz[j] * d[j];
+            }
+            for j in 0..LANES {
+                q[j] += dz[j];
+            }
+            for j in 0..LANES {
+                t[j] += d[j];
             }
         }
         let (mut tp, mut tq, mut tt) = (0f64, 0f64, 0f64);
@@ -161,13 +264,32 @@ pub(crate) fn backward_sums<R: Real, const ACT: u32>(
     }
 }
 
+/// [`backward_apply`] writing `dx` over `dy`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_apply_inplace<R: Real, const ACT: u32>(
+    x: &[R],
+    dy_dx: &mut [R],
+    k: R,
+    a: R,
+    b: R,
+    cx: R,
+    c0: R,
+) {
+    for (g, &xv) in dy_dx.iter_mut().zip(x) {
+        let d = xv - k;
+        let dz = activate_grad::<R, ACT>(d * a + b, *g);
+        *g = a * dz + cx * d + c0;
+    }
+}
+
 /// `dx = a * dz + cx * (x - k) + c0`, with `dz` as in [`backward_sums`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_apply<R: Real, const ACT: u32>(
     x: &[R],
     dy: &[R],
-    dx: &mut [R],
+    dx: &mut [MaybeUninit<R>],
     k: R,
     a: R,
     b: R,
@@ -177,6 +299,6 @@ pub(crate) fn backward_apply<R: Real, const ACT: u32>(
     for ((out, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
         let d = xv - k;
         let dz = activate_grad::<R, ACT>(d * a + b, g);
-        *out = a * dz + cx * d + c0;
+        out.write(a * dz + cx * d + c0);
     }
 }

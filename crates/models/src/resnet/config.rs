@@ -20,6 +20,9 @@ pub enum Norm {
     Batch,
     /// burn's own `burn::nn::GroupNorm` with 32 groups, for comparison.
     BurnGroup,
+    /// No normalization: every norm layer is removed (the ReLUs stay). Deep ResNets do not
+    /// train well this way; it is the baseline that measures what normalization costs.
+    Identity,
 }
 
 impl Default for Norm {
@@ -39,7 +42,7 @@ impl Norm {
             Norm::Group { num_groups } => gcd(num_groups, channels),
             Norm::GroupSize(size) => channels / gcd(size, channels),
             Norm::BurnGroup => gcd(32, channels),
-            Norm::Batch => 1,
+            Norm::Batch | Norm::Identity => 1,
         }
     }
 }

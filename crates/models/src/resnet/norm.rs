@@ -1,7 +1,7 @@
 //! [`NormLayer`]: the normalization after a convolution, whichever [`Norm`] was chosen.
 
 use burn::module::{Module, Param};
-use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Identity};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use gn_module::{Activation, GroupNorm, GroupNormConfig};
@@ -22,6 +22,8 @@ pub enum NormLayer {
     Batch(BatchNorm),
     /// burn's own GroupNorm.
     BurnGroup(burn::nn::GroupNorm),
+    /// No normalization ([`Norm::Identity`]).
+    Identity(Identity),
 }
 
 impl NormLayer {
@@ -59,6 +61,7 @@ impl NormLayer {
                     .with_epsilon(epsilon)
                     .init(device),
             ),
+            Norm::Identity => NormLayer::Identity(Identity::new()),
         };
         if zero_gamma {
             layer.zero_gamma(channels, device);
@@ -72,6 +75,7 @@ impl NormLayer {
             NormLayer::Group(gn) => gn.gamma = Some(zeros()),
             NormLayer::Batch(bn) => bn.gamma = zeros(),
             NormLayer::BurnGroup(gn) => gn.gamma = Some(zeros()),
+            NormLayer::Identity(_) => {}
         }
     }
 
@@ -81,6 +85,7 @@ impl NormLayer {
             NormLayer::Group(gn) => gn.forward(x),
             NormLayer::Batch(bn) => bn.forward(x),
             NormLayer::BurnGroup(gn) => gn.forward(x),
+            NormLayer::Identity(id) => id.forward(x),
         }
     }
 

@@ -1,0 +1,191 @@
+//! Hand-vectorized f32 sums for x86-64 with AVX2 and FMA: the statistics and the backward's
+//! per-channel sums are the only loops LLVM does not vectorize well from the generic code (it
+//! pairs the two running sums of one lane instead of running eight lanes of one sum).
+//!
+//! Same blocking as the generic code: 16 lanes summed in f32 over blocks of `BLOCK` values,
+//! each block's sums widened to f64.
+
+use core::arch::x86_64::*;
+
+use super::rows::{ACT_NONE, ACT_RELU};
+
+const BLOCK: usize = 256;
+
+/// Sum of the 8 lanes of `v`, in f64.
+#[inline(always)]
+unsafe fn widen_sum(v: __m256) -> f64 {
+    // SAFETY: only called from functions compiled with AVX enabled.
+    unsafe {
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+        let s = _mm256_add_pd(lo, hi);
+        let pair = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
+        _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)))
+    }
+}
+
+/// `Σ (x - k)` and `Σ (x - k)²` added into `acc`.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn shifted_sums(row: &[f32], k: f32, acc: &mut [f64; 2]) {
+    let kv = _mm256_set1_ps(k);
+    for block in row.chunks(BLOCK) {
+        let (mut s1a, mut s1b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut s2a, mut s2b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut chunks = block.chunks_exact(16);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 16 floats.
+            let (v0, v1) = unsafe {
+                (
+                    _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), kv),
+                    _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr().add(8)), kv),
+                )
+            };
+            s1a = _mm256_add_ps(s1a, v0);
+            s1b = _mm256_add_ps(s1b, v1);
+            s2a = _mm256_fmadd_ps(v0, v0, s2a);
+            s2b = _mm256_fmadd_ps(v1, v1, s2b);
+        }
+        // SAFETY: AVX is enabled here.
+        let (mut t1, mut t2) = unsafe {
+            (
+                widen_sum(_mm256_add_ps(s1a, s1b)),
+                widen_sum(_mm256_add_ps(s2a, s2b)),
+            )
+        };
+        for &x in chunks.remainder() {
+            let d = x - k;
+            t1 += d as f64;
+            t2 += (d * d) as f64;
+        }
+        acc[0] += t1;
+        acc[1] += t2;
+    }
+}
+
+/// `Σ dz (x - k)`, `Σ dz` and `Σ (x - k)` added into `acc`, with `dz = dy` (no activation) or
+/// `dz = dy * [z > 0]` (ReLU), `z = (x - k) a + b`.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn backward_sums<const ACT: u32>(
+    x: &[f32],
+    dy: &[f32],
+    k: f32,
+    a: f32,
+    b: f32,
+    acc: &mut [f64; 3],
+) {
+    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
+    let (kv, av, bv, zero) = (
+        _mm256_set1_ps(k),
+        _mm256_set1_ps(a),
+        _mm256_set1_ps(b),
+        _mm256_setzero_ps(),
+    );
+    for (xb, gb) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)) {
+        let (mut p, mut q, mut t) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        let mut xc = xb.chunks_exact(8);
+        let mut gc = gb.chunks_exact(8);
+        for (xs, gs) in (&mut xc).zip(&mut gc) {
+            // SAFETY: both chunks hold 8 floats.
+            let (d, mut dz) = unsafe {
+                (
+                    _mm256_sub_ps(_mm256_loadu_ps(xs.as_ptr()), kv),
+                    _mm256_loadu_ps(gs.as_ptr()),
+                )
+            };
+            if ACT == ACT_RELU {
+                let z = _mm256_fmadd_ps(d, av, bv);
+                dz = _mm256_and_ps(dz, _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero));
+            }
+            p = _mm256_fmadd_ps(dz, d, p);
+            q = _mm256_add_ps(q, dz);
+            t = _mm256_add_ps(t, d);
+        }
+        // SAFETY: AVX is enabled here.
+        let (mut tp, mut tq, mut tt) = unsafe { (widen_sum(p), widen_sum(q), widen_sum(t)) };
+        for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
+            let d = xv - k;
+            let dz = if ACT == ACT_RELU && d * a + b <= 0.0 {
+                0.0
+            } else {
+                g
+            };
+            tp += (dz * d) as f64;
+            tq += dz as f64;
+            tt += d as f64;
+        }
+        acc[0] += tp;
+        acc[1] += tq;
+        acc[2] += tt;
+    }
+}
+
+/// `dst = act((src - k) a + b)` (no activation or ReLU) with non-temporal stores: for outputs
+/// too large to stay in cache, writing around the cache saves reading every destination line
+/// from memory first.
+///
+/// The caller issues a store fence (`_mm_sfence`) before anything else reads `dst`.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn normalize_stream<const ACT: u32>(
+    src: &[f32],
+    dst: &mut [core::mem::MaybeUninit<f32>],
+    k: f32,
+    a: f32,
+    b: f32,
+) {
+    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
+    let n = src.len().min(dst.len());
+    let scalar = |x: f32| {
+        let z = (x - k) * a + b;
+        if ACT == ACT_RELU && z < 0.0 { 0.0 } else { z }
+    };
+    // Scalar stores up to the first 32-byte boundary of the destination.
+    let head = dst.as_ptr().align_offset(32).min(n);
+    for i in 0..head {
+        dst[i].write(scalar(src[i]));
+    }
+    let (kv, av, bv, zero) = (
+        _mm256_set1_ps(k),
+        _mm256_set1_ps(a),
+        _mm256_set1_ps(b),
+        _mm256_setzero_ps(),
+    );
+    let mut i = head;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n; dst + i is 32-byte aligned (head alignment, 8 floats per step).
+        unsafe {
+            let v = _mm256_loadu_ps(src.as_ptr().add(i));
+            let mut z = _mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv);
+            if ACT == ACT_RELU {
+                // maxps returns its second operand when either is NaN: NaN stays NaN.
+                z = _mm256_max_ps(zero, z);
+            }
+            _mm256_stream_ps(dst.as_mut_ptr().add(i).cast::<f32>(), z);
+        }
+        i += 8;
+    }
+    for j in i..n {
+        dst[j].write(scalar(src[j]));
+    }
+}
+
+/// Orders the non-temporal stores before later loads and stores.
+pub(crate) fn store_fence() {
+    // SAFETY: SSE is part of x86-64.
+    unsafe { _mm_sfence() }
+}

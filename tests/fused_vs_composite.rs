@@ -1,0 +1,211 @@
+//! The fused kernels against the composite path (plain tensor ops, burn's autodiff), forward
+//! and gradients, on every backend: the benchmark shapes (scaled down in batch), odd shapes,
+//! channels-last inputs, f32 and f16, in-place and allocating kernel paths.
+
+mod common;
+
+use burn::backend::Dispatch;
+use burn::tensor::{DType, Device, Tensor};
+use common::{assert_close, devices, randn, tensor, values};
+use gn_module::backend::GroupNormBackend;
+use gn_module::{Activation, composite, group_norm_with_activation};
+
+/// `(shape, groups)`: the benchmark shapes with a small batch, and odd ones (one channel per
+/// group, one group, 1x1 spatial, a single sample, a rank-2 input).
+const CASES: &[(&[usize], usize)] = &[
+    (&[1, 256, 14, 14], 32),
+    (&[2, 64, 8, 8], 32),
+    (&[2, 2048, 2, 2], 32),
+    (&[1, 512, 8, 8], 32),
+    (&[3, 12, 5, 5], 12),
+    (&[2, 10, 3, 7], 1),
+    (&[5, 16, 1, 1], 4),
+    (&[1, 6, 4, 4], 2),
+    (&[4, 9], 3),
+];
+
+/// Test values, rounded to f16 when `half` so that the f32 reference sees the same inputs.
+fn data(len: usize, seed: u64, offset: f64, scale: f64, half: bool) -> Vec<f64> {
+    randn(len, seed)
+        .iter()
+        .map(|v| offset + scale * v)
+        .map(|v| {
+            if half {
+                burn::tensor::f16::from_f64(v).to_f64()
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn run<const D: usize>(
+    device: &Device,
+    shape: [usize; D],
+    groups: usize,
+    dtype: DType,
+    activation: Activation,
+    fused: bool,
+    half_inputs: bool,
+) -> [Vec<f64>; 4] {
+    let numel: usize = shape.iter().product();
+    let c = shape[1];
+    let ad = device.clone().autodiff();
+    let h = half_inputs;
+    let x = tensor(&data(numel, 31, 0.5, 2.0, h), shape, &ad, dtype).require_grad();
+    let gamma = tensor(&data(c, 32, 1.0, 0.3, h), [c], &ad, dtype).require_grad();
+    let beta = tensor(&data(c, 33, 0.0, 0.2, h), [c], &ad, dtype).require_grad();
+    let y = if fused {
+        group_norm_with_activation(
+            x.clone(),
+            groups,
+            Some(gamma.clone()),
+            Some(beta.clone()),
+            1e-5,
+            activation,
+        )
+    } else {
+        composite::group_norm(
+            x.clone(),
+            groups,
+            Some(gamma.clone()),
+            Some(beta.clone()),
+            1e-5,
+            activation,
+        )
+    };
+    let dy = tensor(&data(numel, 34, 0.0, 1.0, h), shape, &ad, dtype);
+    let grads = (y.clone() * dy).sum().backward();
+    [
+        values(y),
+        values(x.grad(&grads).unwrap()),
+        values(gamma.grad(&grads).unwrap()),
+        values(beta.grad(&grads).unwrap()),
+    ]
+}
+
+fn compare<const D: usize>(backend: &str, device: &Device, shape: [usize; D], groups: usize) {
+    for activation in [Activation::None, Activation::Relu, Activation::Silu] {
+        // f32 is compared with 2e-5 (sums over up to 2e4 values in another order); f16 outputs
+        // against the f32 composite: f16 keeps 11 bits, so 1e-2 of the largest value.
+        let mut dtypes = vec![(DType::F32, 2e-5)];
+        if backend != "ndarray" && device.supports_dtype(DType::F16) {
+            dtypes.push((DType::F16, 1e-2));
+        }
+        for (dtype, tol) in dtypes {
+            let half = dtype == DType::F16;
+            let reference = run(device, shape, groups, DType::F32, activation, false, half);
+            let fused = run(device, shape, groups, dtype, activation, true, half);
+            for (i, name) in ["y", "dx", "dgamma", "dbeta"].iter().enumerate() {
+                if dtype == DType::F16 && i >= 2 {
+                    // Parameter gradients sum thousands of f16 products: compare loosely.
+                    assert_close(
+                        &format!(
+                            "{name} {shape:?} G={groups} {activation:?} {dtype:?} on {backend}"
+                        ),
+                        &fused[i],
+                        &reference[i],
+                        5e-2,
+                    );
+                    continue;
+                }
+                assert_close(
+                    &format!("{name} {shape:?} G={groups} {activation:?} {dtype:?} on {backend}"),
+                    &fused[i],
+                    &reference[i],
+                    tol,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_matches_composite() {
+    for (backend, device) in devices() {
+        for &(shape, groups) in CASES {
+            match shape.len() {
+                2 => compare(backend, &device, [shape[0], shape[1]], groups),
+                4 => compare(
+                    backend,
+                    &device,
+                    [shape[0], shape[1], shape[2], shape[3]],
+                    groups,
+                ),
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+/// The backend ops called directly with inputs that are shared (so the kernels cannot work in
+/// place) give the same results as through autodiff (where they can).
+#[test]
+fn allocating_and_in_place_paths_agree() {
+    for (backend, device) in devices() {
+        let shape = [2, 8, 5, 6];
+        let x = tensor(&randn(480, 41), shape, &device, DType::F32);
+        let dy = tensor(&randn(480, 42), shape, &device, DType::F32);
+        let gamma = tensor(&randn(8, 43), [8], &device, DType::F32);
+        let beta = tensor(&randn(8, 44), [8], &device, DType::F32);
+        for activation in [Activation::None, Activation::Relu] {
+            let (y, mean, rstd) = gn_module::fused::forward_with_stats(
+                x.clone(),
+                4,
+                gamma.clone(),
+                beta.clone(),
+                1e-5,
+                activation,
+            );
+            // In place: x is moved and nothing else holds it.
+            let x_copy = Tensor::<4>::from_data(x.to_data(), &device);
+            let y_in_place = group_norm_with_activation(
+                x_copy,
+                4,
+                Some(gamma.clone()),
+                Some(beta.clone()),
+                1e-5,
+                activation,
+            );
+            assert_close(
+                &format!("y on {backend}"),
+                &values(y_in_place),
+                &values(y.clone()),
+                0.0,
+            );
+
+            let backward = |dy: Tensor<4>| {
+                let (dx, dg, db) = <Dispatch as GroupNormBackend>::group_norm_backward(
+                    dy.into_dispatch(),
+                    x.clone().into_dispatch(),
+                    gamma.clone().into_dispatch(),
+                    beta.clone().into_dispatch(),
+                    mean.clone().into_dispatch(),
+                    rstd.clone().into_dispatch(),
+                    4,
+                    activation.code(),
+                );
+                [
+                    values(Tensor::<4>::from_dispatch(dx)),
+                    values(Tensor::<1>::from_dispatch(dg)),
+                    values(Tensor::<1>::from_dispatch(db)),
+                ]
+            };
+            // dy shared (a clone is kept): dx goes to a new buffer. dy unique: dx overwrites it.
+            let shared = backward(dy.clone());
+            let unique = backward(Tensor::<4>::from_data(dy.to_data(), &device));
+            for i in 0..3 {
+                assert_close(
+                    &format!("backward output {i} on {backend}"),
+                    &unique[i],
+                    &shared[i],
+                    0.0,
+                );
+            }
+            // And the statistics are the mean and rstd of the groups.
+            let m = values(mean.clone());
+            assert_eq!(m.len(), 8);
+            assert!(values(rstd.clone()).iter().all(|r| *r > 0.0));
+        }
+    }
+}
