@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use models::resnet::{Norm, ResNet, ResNetConfig, Stem};
@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
                 let mut net = Some(model(norm, &ad));
                 let mut optimizer = SgdConfig::new()
                     .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
-                    .init::<ResNet>();
+                    .init();
                 let loss = CrossEntropyLossConfig::new().init(&ad);
                 let x = x.clone().autodiff();
                 let labels = Tensor::<1, Int>::from_data(labels.clone(), &ad);

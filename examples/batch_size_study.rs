@@ -16,7 +16,7 @@ use gn_burn::training::{NormChoice, TrainOptions, default_artifact_dir};
 /// Train GroupNorm and BatchNorm ResNets at several batch sizes and plot error against batch.
 ///
 /// Unless given, the study uses its own defaults, sized to finish in under an hour on two CPU
-/// cores: ResNet-18 at width 8, 3 epochs of 2000 synthetic 32x32 images (500 for validation).
+/// cores: ResNet-18 at width 8, 6 epochs of 3000 synthetic 32x32 images (500 for validation).
 #[derive(Parser, Debug)]
 #[command(name = "batch_size_study")]
 struct Cli {
@@ -46,10 +46,10 @@ fn main() -> ExitCode {
         options.groups = 8;
     }
     if defaulted("epochs") {
-        options.epochs = 3;
+        options.epochs = 6;
     }
     if defaulted("synthetic_train") {
-        options.synthetic_train = 2000;
+        options.synthetic_train = 3000;
     }
     if defaulted("synthetic_valid") {
         options.synthetic_valid = 500;
