@@ -9,8 +9,11 @@
 //! dropped at the start of the next one: allocation patterns decide whether the allocator
 //! returns memory to the system between iterations, which costs page faults on both sides.
 
+mod common;
+
 use burn::module::Param;
 use burn::tensor::{DType, Device, Distribution, Tensor};
+use common::{devices, sync};
 use criterion::{Criterion, criterion_group};
 
 const SHAPES: [[usize; 4]; 4] = [
@@ -21,23 +24,6 @@ const SHAPES: [[usize; 4]; 4] = [
 ];
 const GROUPS: usize = 32;
 
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut devices = Vec::new();
-    #[cfg(feature = "flex")]
-    devices.push(("flex", Device::flex()));
-    #[cfg(feature = "ndarray")]
-    #[allow(deprecated)]
-    devices.push(("ndarray", Device::ndarray()));
-    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
-    devices.push((
-        "wgpu",
-        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-    ));
-    #[cfg(feature = "cuda")]
-    devices.push(("cuda", Device::cuda(0)));
-    devices
-}
-
 /// Both layers with gamma and beta in `dtype`.
 fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, burn::nn::GroupNorm) {
     let gamma = || Some(Param::from_tensor(Tensor::<1>::ones([c], (device, dtype))));
@@ -47,10 +33,6 @@ fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, bur
     let mut burns = burn::nn::GroupNormConfig::new(GROUPS, c).init(device);
     (burns.gamma, burns.beta) = (gamma(), beta());
     (ours, burns)
-}
-
-fn sync(device: &Device) {
-    device.sync().expect("device sync");
 }
 
 fn bench(c: &mut Criterion) {

@@ -10,12 +10,15 @@
 //! Run with `cargo bench --bench resnet`; filter with criterion's argument, e.g.
 //! `cargo bench --bench resnet -- 8x224/group`.
 
+mod common;
+
 use std::time::Duration;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use common::{devices, sync};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use models::resnet::{Norm, ResNet, ResNetConfig, Stem};
 
@@ -29,32 +32,11 @@ const NORMS: [(&str, Norm); 4] = [
     ("none", Norm::Identity),
 ];
 
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut devices = Vec::new();
-    #[cfg(feature = "flex")]
-    devices.push(("flex", Device::flex()));
-    #[cfg(feature = "ndarray")]
-    #[allow(deprecated)]
-    devices.push(("ndarray", Device::ndarray()));
-    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal"))]
-    devices.push((
-        "wgpu",
-        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-    ));
-    #[cfg(feature = "cuda")]
-    devices.push(("cuda", Device::cuda(0)));
-    devices
-}
-
 fn model(norm: Norm, device: &Device) -> ResNet {
     ResNetConfig::resnet50(CLASSES)
         .with_norm(norm)
         .with_stem(Stem::ImageNet)
         .init(device)
-}
-
-fn sync(device: &Device) {
-    device.sync().expect("device sync");
 }
 
 fn bench(c: &mut Criterion) {

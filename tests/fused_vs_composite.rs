@@ -8,7 +8,7 @@ use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor};
 use common::{assert_close, devices, randn, tensor, values};
 use gn_module::backend::GroupNormBackend;
-use gn_module::{Activation, composite, group_norm_with_activation};
+use gn_module::{Activation, group_norm_with_activation};
 
 /// `(shape, groups)`: the benchmark shapes with a small batch, and odd ones (one channel per
 /// group, one group, 1x1 spatial, a single sample, a rank-2 input).
@@ -55,25 +55,14 @@ fn run<const D: usize>(
     let x = tensor(&data(numel, 31, 0.5, 2.0, h), shape, &ad, dtype).require_grad();
     let gamma = tensor(&data(c, 32, 1.0, 0.3, h), [c], &ad, dtype).require_grad();
     let beta = tensor(&data(c, 33, 0.0, 0.2, h), [c], &ad, dtype).require_grad();
-    let y = if fused {
-        group_norm_with_activation(
-            x.clone(),
-            groups,
-            Some(gamma.clone()),
-            Some(beta.clone()),
-            1e-5,
-            activation,
-        )
-    } else {
-        composite::group_norm(
-            x.clone(),
-            groups,
-            Some(gamma.clone()),
-            Some(beta.clone()),
-            1e-5,
-            activation,
-        )
-    };
+    let y = common::norm_fn(fused)(
+        x.clone(),
+        groups,
+        Some(gamma.clone()),
+        Some(beta.clone()),
+        1e-5,
+        activation,
+    );
     let dy = tensor(&data(numel, 34, 0.0, 1.0, h), shape, &ad, dtype);
     let grads = (y.clone() * dy).sum().backward();
     [

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::{DType, Device, Tensor, s};
 use common::{assert_close, devices, randn, tensor, values};
-use gn_module::{Activation, GroupNormConfig, composite, group_norm, group_norm_with_activation};
+use gn_module::{Activation, GroupNormConfig, group_norm, group_norm_with_activation};
 
 /// f32 results of the same math computed in a different order (composite vs fused, another
 /// batch split) agree to a few ulps of the O(1) outputs.
@@ -176,25 +176,14 @@ fn fused_activations_match_composition() {
             let run = |fused: bool| {
                 let x = tensor(&x_values, shape, &ad, DType::F32).require_grad();
                 let (g, b) = (gamma.clone().require_grad(), beta.clone().require_grad());
-                let y = if fused {
-                    group_norm_with_activation(
-                        x.clone(),
-                        3,
-                        Some(g.clone()),
-                        Some(b.clone()),
-                        1e-5,
-                        activation,
-                    )
-                } else {
-                    composite::group_norm(
-                        x.clone(),
-                        3,
-                        Some(g.clone()),
-                        Some(b.clone()),
-                        1e-5,
-                        activation,
-                    )
-                };
+                let y = common::norm_fn(fused)(
+                    x.clone(),
+                    3,
+                    Some(g.clone()),
+                    Some(b.clone()),
+                    1e-5,
+                    activation,
+                );
                 let dy = tensor(&dy_values, shape, &ad, DType::F32);
                 let grads = (y.clone() * dy).sum().backward();
                 [

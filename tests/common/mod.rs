@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use gn_module::{Activation, composite, group_norm_with_activation};
 use safetensors::SafeTensors;
 
 /// Every backend compiled into this test build, by name.
@@ -13,6 +14,8 @@ use safetensors::SafeTensors;
 /// Flex is always there (a default feature); NdArray joins with its feature, wgpu with
 /// `wgpu-tests` (a driver is needed to run, not to build), so the README's test command covers
 /// Flex and NdArray and CI's `--features wgpu-tests` run adds wgpu on lavapipe.
+// The pushes depend on the compiled features.
+#[allow(clippy::vec_init_then_push)]
 pub fn devices() -> Vec<(&'static str, Device)> {
     let mut devices = Vec::new();
     #[cfg(feature = "flex")]
@@ -194,4 +197,17 @@ pub fn tensor<const D: usize>(
     dtype: DType,
 ) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), (device, dtype))
+}
+
+/// GroupNorm with an activation: `group_norm_with_activation` (the fused kernels) when `fused`,
+/// else the composite reference.
+pub type NormFn<const D: usize> =
+    fn(Tensor<D>, usize, Option<Tensor<1>>, Option<Tensor<1>>, f64, Activation) -> Tensor<D>;
+
+pub fn norm_fn<const D: usize>(fused: bool) -> NormFn<D> {
+    if fused {
+        group_norm_with_activation::<D>
+    } else {
+        composite::group_norm::<D>
+    }
 }

@@ -19,6 +19,8 @@ pub enum Activation {
     Silu,
 }
 
+// Written out: burn's `Config` derive rejects the `#[default]` variant attribute.
+#[allow(clippy::derivable_impls)]
 impl Default for Activation {
     fn default() -> Self {
         Activation::None

@@ -59,7 +59,7 @@ impl GroupNormConfig {
             if group_size == 0 {
                 return Err(GroupNormError::ZeroGroupSize);
             }
-            if self.num_channels % group_size != 0 {
+            if !self.num_channels.is_multiple_of(group_size) {
                 return Err(GroupNormError::ChannelsNotDivisibleByGroupSize {
                     num_channels: self.num_channels,
                     group_size,
@@ -120,7 +120,7 @@ pub(crate) fn validate_groups(
     if num_channels == 0 {
         return Err(GroupNormError::ZeroChannels);
     }
-    if num_channels % num_groups != 0 {
+    if !num_channels.is_multiple_of(num_groups) {
         return Err(GroupNormError::ChannelsNotDivisible {
             num_channels,
             num_groups,

@@ -50,10 +50,10 @@ pub(super) fn forward<E: CpuElem>(
     }
 }
 
-/// The forward pass normalizing the contiguous `[N, C, S]` `data` in place (f32 and f64
-/// only); returns `(mean, rstd)`.
+/// [`forward`] overwriting `data`, a contiguous `[N, C, S]` f32 or f64 tensor that nothing
+/// else uses (saves allocating the output); returns `(mean, rstd)`.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward_inplace<E: CpuElem>(
+pub(crate) fn forward_inplace<E: CpuElem>(
     data: &mut [E],
     shape: [usize; 3],
     num_groups: usize,
@@ -181,13 +181,7 @@ pub(super) fn backward<E: CpuElem>(
         .with_min_len(min_tasks(group_len))
         .enumerate()
         .for_each(|(task, (out, group_sums))| {
-            let (n, g) = (task / num_groups, task % num_groups);
-            let group = GroupRef {
-                n,
-                c0: g * cpg,
-                cpg,
-                rstd: rstd[task],
-            };
+            let group = GroupRef::of(task, num_groups, cpg, rstd);
             with_activation!(
                 activation,
                 backward_group::<E>(x, Grad::Read(dy), Some(out), group, gamma, beta, group_sums)
@@ -223,13 +217,7 @@ pub(super) fn backward_inplace<E: CpuElem>(
         .with_min_len(min_tasks(group_len))
         .enumerate()
         .for_each(|(task, (chunk, group_sums))| {
-            let (n, g) = (task / num_groups, task % num_groups);
-            let group = GroupRef {
-                n,
-                c0: g * cpg,
-                cpg,
-                rstd: rstd[task],
-            };
+            let group = GroupRef::of(task, num_groups, cpg, rstd);
             with_activation!(
                 activation,
                 backward_group::<E>(
@@ -253,6 +241,18 @@ struct GroupRef {
     c0: usize,
     cpg: usize,
     rstd: f64,
+}
+
+impl GroupRef {
+    /// The group of the parallel task `task` (tasks run over `(n, g)` in order).
+    fn of(task: usize, num_groups: usize, cpg: usize, rstd: &[f64]) -> Self {
+        Self {
+            n: task / num_groups,
+            c0: task % num_groups * cpg,
+            cpg,
+            rstd: rstd[task],
+        }
+    }
 }
 
 multiversion! {

@@ -114,25 +114,22 @@ fn forward_in_place(
     let mut x = x;
     let shape = ncs(x.layout().shape());
     let dtype = x.dtype();
+    macro_rules! run {
+        ($e:ty) => {
+            super::forward_inplace(
+                unique_contiguous::<$e>(&mut x)?,
+                shape,
+                num_groups,
+                gamma,
+                beta,
+                epsilon,
+                activation,
+            )
+        };
+    }
     let (mean, rstd) = match dtype {
-        DType::F32 => super::forward_inplace(
-            unique_contiguous::<f32>(&mut x)?,
-            shape,
-            num_groups,
-            gamma,
-            beta,
-            epsilon,
-            activation,
-        ),
-        DType::F64 => super::forward_inplace(
-            unique_contiguous::<f64>(&mut x)?,
-            shape,
-            num_groups,
-            gamma,
-            beta,
-            epsilon,
-            activation,
-        ),
+        DType::F32 => run!(f32),
+        DType::F64 => run!(f64),
         _ => return None,
     };
     let stats = [shape[0], num_groups];

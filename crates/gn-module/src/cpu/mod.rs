@@ -22,6 +22,7 @@ mod rows;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 
+pub(crate) use channels_first::forward_inplace;
 pub(crate) use elem::CpuElem;
 
 /// Generates a function that runs its body compiled for AVX2 + FMA when the CPU has them
@@ -235,21 +236,6 @@ pub(crate) fn backward<E: CpuElem>(
             channels_last::backward(x, dy, num_groups, rstd, gamma, beta, activation)
         }
     }
-}
-
-/// [`forward`] overwriting `data`, a contiguous `[N, C, S]` f32 or f64 tensor that nothing
-/// else uses (saves allocating the output); returns `(mean, rstd)`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_inplace<E: CpuElem>(
-    data: &mut [E],
-    shape: [usize; 3],
-    num_groups: usize,
-    gamma: &[f64],
-    beta: &[f64],
-    epsilon: f64,
-    activation: u32,
-) -> (Vec<f64>, Vec<f64>) {
-    channels_first::forward_inplace(data, shape, num_groups, gamma, beta, epsilon, activation)
 }
 
 /// [`backward`] writing `dx` over `dy_dx`, the contiguous `[N, C, S]` f32 or f64 output
