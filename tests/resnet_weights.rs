@@ -127,6 +127,24 @@ fn group_norm_parameter_counts_match_torchvision_and_timm() {
     }
 }
 
+#[test]
+fn identity_norm_removes_every_norm_layer() {
+    let device = Device::flex();
+    // ResNet-50's norm layers hold 26 560 channels (stem 64; per stage, blocks x (w + w + 4w)
+    // plus the downsample's 4w): 2 x 26 560 gamma and beta values fewer than with GroupNorm.
+    let model = ResNetConfig::resnet50(1000)
+        .with_norm(Norm::Identity)
+        .init(&device);
+    assert_eq!(model.num_params(), 25_557_032 - 2 * 26_560);
+
+    let model = ResNetConfig::resnet18(10)
+        .with_norm(Norm::Identity)
+        .with_base_width(8)
+        .init(&device);
+    let x = burn::tensor::Tensor::<4>::ones([2, 3, 32, 32], &device);
+    assert_eq!(model.forward(x).dims(), [2, 10]);
+}
+
 fn temp_path(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gn-burn-resnet-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
