@@ -23,7 +23,7 @@ pub fn devices() -> Vec<(&'static str, Device)> {
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)] // burn-ndarray is deprecated upstream; still supported and tested.
     devices.push(("ndarray", Device::ndarray()));
-    #[cfg(feature = "wgpu")]
+    #[cfg(feature = "wgpu-tests")]
     devices.push((
         "wgpu",
         Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),

@@ -197,9 +197,9 @@ pub(super) fn backward<E: CpuElem>(
     }
 }
 
-/// The backward pass writing `dx` over `dy_dx`, the contiguous `[N, C, S]` output gradient
-/// (f32 and f64 only); returns `(dgamma, dbeta)`.
-pub(super) fn backward_inplace<E: CpuElem>(
+/// [`backward`] writing `dx` over `dy_dx`, the contiguous `[N, C, S]` f32 or f64 output
+/// gradient (which nothing else uses); `x` must be channels-first. Returns `(dgamma, dbeta)`.
+pub(crate) fn backward_inplace<E: CpuElem>(
     x: &View<'_, E>,
     dy_dx: &mut [E],
     num_groups: usize,
@@ -208,6 +208,11 @@ pub(super) fn backward_inplace<E: CpuElem>(
     beta: &[f64],
     activation: u32,
 ) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(
+        x.order(),
+        Some(Order::ChannelsFirst),
+        "in-place backward reads channels-first x"
+    );
     let cpg = x.c / num_groups;
     let group_len = cpg * x.s;
     let mut sums = vec![[0f64; 2]; x.n * x.c];

@@ -22,7 +22,7 @@ mod rows;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 
-pub(crate) use channels_first::forward_inplace;
+pub(crate) use channels_first::{backward_inplace, forward_inplace};
 pub(crate) use elem::CpuElem;
 
 /// Generates a function that runs its body compiled for AVX2 + FMA when the CPU has them
@@ -236,25 +236,6 @@ pub(crate) fn backward<E: CpuElem>(
             channels_last::backward(x, dy, num_groups, rstd, gamma, beta, activation)
         }
     }
-}
-
-/// [`backward`] writing `dx` over `dy_dx`, the contiguous `[N, C, S]` f32 or f64 output
-/// gradient (which nothing else uses); `x` must be channels-first. Returns `(dgamma, dbeta)`.
-pub(crate) fn backward_inplace<E: CpuElem>(
-    x: &View<'_, E>,
-    dy_dx: &mut [E],
-    num_groups: usize,
-    rstd: &[f64],
-    gamma: &[f64],
-    beta: &[f64],
-    activation: u32,
-) -> (Vec<f64>, Vec<f64>) {
-    assert_eq!(
-        x.order(),
-        Some(Order::ChannelsFirst),
-        "in-place backward reads channels-first x"
-    );
-    channels_first::backward_inplace(x, dy_dx, num_groups, rstd, gamma, beta, activation)
 }
 
 /// Per-group coefficients of the backward pass, from the per-channel sums of one `(n, g)`.
