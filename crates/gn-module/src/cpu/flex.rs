@@ -19,11 +19,10 @@ impl GroupNormBackend for Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (gamma, beta) = (to_f64(&gamma), to_f64(&beta));
         // Nothing else holds the input (inference): normalize it in place, no new buffer.
-        if let Some(out) =
-            forward_in_place(x.clone(), num_groups, &gamma, &beta, epsilon, activation)
-        {
-            return out;
-        }
+        let x = match forward_in_place(x, num_groups, &gamma, &beta, epsilon, activation) {
+            Ok(out) => return out,
+            Err(x) => x,
+        };
         let x = readable(x);
         macro_rules! run {
             ($e:ty) => {{
@@ -102,7 +101,7 @@ fn ncs(shape: &[usize]) -> [usize; 3] {
 type Triple = (FlexTensor, FlexTensor, FlexTensor);
 
 /// The forward pass over `x`'s own storage, if `x` is an f32 or f64 contiguous tensor that
-/// nothing else references.
+/// nothing else references; else `x` back.
 fn forward_in_place(
     x: FlexTensor,
     num_groups: usize,
@@ -110,30 +109,25 @@ fn forward_in_place(
     beta: &[f64],
     epsilon: f64,
     activation: u32,
-) -> Option<Triple> {
+) -> Result<Triple, FlexTensor> {
     let mut x = x;
     let shape = ncs(x.layout().shape());
     let dtype = x.dtype();
     macro_rules! run {
-        ($e:ty) => {
-            super::forward_inplace(
-                unique_contiguous::<$e>(&mut x)?,
-                shape,
-                num_groups,
-                gamma,
-                beta,
-                epsilon,
-                activation,
-            )
-        };
+        ($e:ty) => {{
+            let Some(data) = unique_contiguous::<$e>(&mut x) else {
+                return Err(x);
+            };
+            super::forward_inplace(data, shape, num_groups, gamma, beta, epsilon, activation)
+        }};
     }
     let (mean, rstd) = match dtype {
         DType::F32 => run!(f32),
         DType::F64 => run!(f64),
-        _ => return None,
+        _ => return Err(x),
     };
     let stats = [shape[0], num_groups];
-    Some((
+    Ok((
         x,
         floats(mean, &stats, stats_dtype(dtype)),
         floats(rstd, &stats, stats_dtype(dtype)),
