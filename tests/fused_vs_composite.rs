@@ -137,7 +137,7 @@ fn allocating_and_in_place_paths_agree() {
         let dy = tensor(&randn(480, 42), shape, &device, DType::F32);
         let gamma = tensor(&randn(8, 43), [8], &device, DType::F32);
         let beta = tensor(&randn(8, 44), [8], &device, DType::F32);
-        for activation in [Activation::None, Activation::Relu] {
+        for activation in [Activation::None, Activation::Relu, Activation::Silu] {
             let (y, mean, rstd) = gn_module::fused::forward_with_stats(
                 x.clone(),
                 4,

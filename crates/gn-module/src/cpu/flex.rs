@@ -93,11 +93,6 @@ fn unique_contiguous<E: Element + bytemuck::Pod>(t: &mut FlexTensor) -> Option<&
     t.try_storage_mut::<E>().map(|data| &mut data[start..end])
 }
 
-/// Shape `[N, C, S]` of a tensor of rank >= 2.
-fn ncs(shape: &[usize]) -> [usize; 3] {
-    [shape[0], shape[1], shape[2..].iter().product()]
-}
-
 type Triple = (FlexTensor, FlexTensor, FlexTensor);
 
 /// The forward pass over `x`'s own storage, if `x` is an f32 or f64 contiguous tensor that
@@ -111,7 +106,7 @@ fn forward_in_place(
     activation: u32,
 ) -> Result<Triple, FlexTensor> {
     let mut x = x;
-    let shape = ncs(x.layout().shape());
+    let shape = super::ncs(x.layout().shape());
     let dtype = x.dtype();
     macro_rules! run {
         ($e:ty) => {{

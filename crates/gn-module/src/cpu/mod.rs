@@ -294,6 +294,11 @@ pub(crate) fn reduce_affine_grads(sums: &[[f64; 2]], c: usize) -> (Vec<f64>, Vec
     (dgamma, dbeta)
 }
 
+/// Shape `[N, C, S]` of a tensor of rank >= 2 (`S`: the spatial axes collapsed).
+pub(crate) fn ncs(shape: &[usize]) -> [usize; 3] {
+    [shape[0], shape[1], shape[2..].iter().product()]
+}
+
 /// Rayon's minimum number of tasks per split so each holds about `TARGET` elements.
 pub(crate) fn min_tasks(task_len: usize) -> usize {
     const TARGET: usize = 1 << 14;

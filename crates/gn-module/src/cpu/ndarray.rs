@@ -26,24 +26,34 @@ impl GroupNormBackend for NdArray {
                 let array = $storage.view();
                 with_view(array.view(), |view: View<'_, $e>| {
                     let out = super::forward(&view, num_groups, &gamma, &beta, epsilon, activation);
-                    let stats_shape = [view.n, num_groups];
                     (
                         dense(out.y, array.shape(), out.order),
-                        dense::<$e>(
-                            out.mean.iter().map(|&v| from_f64(v)).collect(),
-                            &stats_shape,
-                            Order::ChannelsFirst,
-                        ),
-                        dense::<$e>(
-                            out.rstd.iter().map(|&v| from_f64(v)).collect(),
-                            &stats_shape,
-                            Order::ChannelsFirst,
-                        ),
+                        stats::<$e>(out.mean, num_groups),
+                        stats::<$e>(out.rstd, num_groups),
                     )
                 })
             }};
         }
+        // Nothing else holds the input (inference): normalize it in place, no new buffer.
+        macro_rules! in_place {
+            ($storage:expr, $e:ty) => {{
+                let mut array = $storage.into_owned();
+                let shape = super::ncs(array.shape());
+                let data = array.as_slice_mut().expect("standard layout");
+                let (mean, rstd) = super::forward_inplace::<$e>(
+                    data, shape, num_groups, &gamma, &beta, epsilon, activation,
+                );
+                let stats = |v| stats::<$e>(v, num_groups);
+                (NdArrayTensor::from(array), stats(mean), stats(rstd))
+            }};
+        }
         match x {
+            NdArrayTensor::F32(storage) if overwritable(&storage.view(), storage.is_unique()) => {
+                in_place!(storage, f32)
+            }
+            NdArrayTensor::F64(storage) if overwritable(&storage.view(), storage.is_unique()) => {
+                in_place!(storage, f64)
+            }
             NdArrayTensor::F32(storage) => run!(storage, f32),
             NdArrayTensor::F64(storage) => run!(storage, f64),
             other => panic!("GroupNorm: unsupported dtype {other:?} on the NdArray backend"),
@@ -97,7 +107,29 @@ impl GroupNormBackend for NdArray {
                 }
             }};
         }
+        // Nothing else holds the output gradient (the usual case): write dx over it.
+        macro_rules! in_place {
+            ($xs:expr, $gs:expr, $e:ty) => {{
+                let xa = $xs.view();
+                let mut array = $gs.into_owned();
+                let data = array.as_slice_mut().expect("standard layout");
+                let (dgamma, dbeta) = with_view(xa, |xv: View<'_, $e>| {
+                    super::backward_inplace(&xv, data, num_groups, &rstd, &gamma, &beta, activation)
+                });
+                (NdArrayTensor::from(array), params(dgamma), params(dbeta))
+            }};
+        }
         match (x, grad) {
+            (NdArrayTensor::F32(xs), NdArrayTensor::F32(gs))
+                if channels_first(&xs.view()) && overwritable(&gs.view(), gs.is_unique()) =>
+            {
+                in_place!(xs, gs, f32)
+            }
+            (NdArrayTensor::F64(xs), NdArrayTensor::F64(gs))
+                if channels_first(&xs.view()) && overwritable(&gs.view(), gs.is_unique()) =>
+            {
+                in_place!(xs, gs, f64)
+            }
             (NdArrayTensor::F32(xs), NdArrayTensor::F32(gs)) => run!(xs, gs, f32),
             (NdArrayTensor::F64(xs), NdArrayTensor::F64(gs)) => run!(xs, gs, f64),
             (x, grad) => panic!(
@@ -124,6 +156,17 @@ impl FromF64 for f64 {
 }
 fn from_f64<E: FromF64>(v: f64) -> E {
     E::from_f64(v)
+}
+
+/// Whether a tensor's storage can be overwritten by the in-place kernels: nothing else
+/// references it (`unique`; borrowed storage never is) and it is dense NCHW.
+fn overwritable<E>(array: &ArrayViewD<'_, E>, unique: bool) -> bool {
+    unique && array.ndim() >= 2 && array.is_standard_layout()
+}
+
+/// Whether the kernels read `array` channels-first without a copy.
+fn channels_first<E: CpuElem>(array: &ArrayViewD<'_, E>) -> bool {
+    order_of(array) == Some(Order::ChannelsFirst)
 }
 
 /// The memory order the kernels would read `array` in without a copy.
@@ -160,6 +203,16 @@ where
     let array = ArrayD::from_shape_vec(IxDyn(shape).strides(IxDyn(&strides)), values)
         .expect("dense strides fit the values");
     NdArrayTensor::from(array.into_shared())
+}
+
+/// Per-`(n, g)` statistics computed in f64 as an `[N, G]` tensor of element `E`.
+fn stats<E: FromF64 + Clone>(values: Vec<f64>, num_groups: usize) -> NdArrayTensor
+where
+    NdArrayTensor: From<ndarray::ArcArray<E, IxDyn>>,
+{
+    let shape = [values.len() / num_groups, num_groups];
+    let values = values.into_iter().map(from_f64).collect();
+    dense::<E>(values, &shape, Order::ChannelsFirst)
 }
 
 fn to_f64(t: NdArrayTensor) -> Vec<f64> {
