@@ -4,7 +4,6 @@
 use core::mem::MaybeUninit;
 use core::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 /// How many elements of a narrow float row are widened at a time (stays in L1).
@@ -280,20 +279,16 @@ macro_rules! half_elem {
                 None
             }
             fn for_chunks(src: &[Self], mut f: impl FnMut(&[f32])) {
-                let mut buf = [0f32; CHUNK];
+                let mut buf = [MaybeUninit::<f32>::uninit(); CHUNK];
                 for piece in src.chunks(CHUNK) {
-                    let buf = &mut buf[..piece.len()];
-                    piece.convert_to_f32_slice(buf);
-                    f(buf);
+                    f(widen(piece, &mut buf));
                 }
             }
             fn zip_chunks(a: &[Self], b: &[Self], mut f: impl FnMut(&[f32], &[f32])) {
-                let (mut buf_a, mut buf_b) = ([0f32; CHUNK], [0f32; CHUNK]);
+                let mut buf_a = [MaybeUninit::<f32>::uninit(); CHUNK];
+                let mut buf_b = [MaybeUninit::<f32>::uninit(); CHUNK];
                 for (pa, pb) in a.chunks(CHUNK).zip(b.chunks(CHUNK)) {
-                    let (ba, bb) = (&mut buf_a[..pa.len()], &mut buf_b[..pb.len()]);
-                    pa.convert_to_f32_slice(ba);
-                    pb.convert_to_f32_slice(bb);
-                    f(ba, bb);
+                    f(widen(pa, &mut buf_a), widen(pb, &mut buf_b));
                 }
             }
             fn map_chunks(
@@ -301,13 +296,13 @@ macro_rules! half_elem {
                 dst: &mut [MaybeUninit<Self>],
                 mut f: impl FnMut(&[f32], &mut [MaybeUninit<f32>]),
             ) {
-                let mut buf_in = [0f32; CHUNK];
+                let mut buf_in = [MaybeUninit::<f32>::uninit(); CHUNK];
                 let mut buf_out = [MaybeUninit::<f32>::uninit(); CHUNK];
                 for (ps, pd) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
-                    let n = ps.len();
-                    ps.convert_to_f32_slice(&mut buf_in[..n]);
-                    f(&buf_in[..n], &mut buf_out[..n]);
-                    narrow(&buf_out[..n], pd);
+                    let out = &mut buf_out[..ps.len()];
+                    f(widen(ps, &mut buf_in), out);
+                    // SAFETY: the kernels write their whole output piece.
+                    <$ty as Half>::narrow(unsafe { assume_init_ref(out) }, pd);
                 }
             }
             fn zip_map_chunks(
@@ -316,18 +311,18 @@ macro_rules! half_elem {
                 dst: &mut [MaybeUninit<Self>],
                 mut f: impl FnMut(&[f32], &[f32], &mut [MaybeUninit<f32>]),
             ) {
-                let (mut buf_a, mut buf_b) = ([0f32; CHUNK], [0f32; CHUNK]);
+                let mut buf_a = [MaybeUninit::<f32>::uninit(); CHUNK];
+                let mut buf_b = [MaybeUninit::<f32>::uninit(); CHUNK];
                 let mut buf_out = [MaybeUninit::<f32>::uninit(); CHUNK];
                 for ((pa, pb), pd) in a
                     .chunks(CHUNK)
                     .zip(b.chunks(CHUNK))
                     .zip(dst.chunks_mut(CHUNK))
                 {
-                    let n = pa.len();
-                    pa.convert_to_f32_slice(&mut buf_a[..n]);
-                    pb.convert_to_f32_slice(&mut buf_b[..n]);
-                    f(&buf_a[..n], &buf_b[..n], &mut buf_out[..n]);
-                    narrow(&buf_out[..n], pd);
+                    let out = &mut buf_out[..pa.len()];
+                    f(widen(pa, &mut buf_a), widen(pb, &mut buf_b), out);
+                    // SAFETY: the kernels write their whole output piece.
+                    <$ty as Half>::narrow(unsafe { assume_init_ref(out) }, pd);
                 }
             }
         }
@@ -337,40 +332,226 @@ macro_rules! half_elem {
 half_elem!(f16);
 half_elem!(bf16);
 
-/// Writes the f32 values a kernel produced (at most [`CHUNK`]) into a narrow output.
-///
-/// Converts the whole piece at once: half's slice conversion uses F16C on x86, where its
-/// per-value conversion checks the CPU on every call and stays scalar (5x slower f16 kernels).
+/// Widens `src` (at most [`CHUNK`] values) into the front of `buf`; returns the values.
 #[inline(always)]
-fn narrow<T: Narrow>(values: &[MaybeUninit<f32>], dst: &mut [MaybeUninit<T>]) {
-    // SAFETY: the kernels write their whole output piece before it is narrowed, and
-    // `MaybeUninit<f32>` has the layout of `f32`.
-    let values = unsafe { &*(values as *const [MaybeUninit<f32>] as *const [f32]) };
-    let mut narrow = [T::ZERO; CHUNK];
-    let narrow = &mut narrow[..values.len()];
-    T::from_f32_slice(values, narrow);
-    for (d, v) in dst.iter_mut().zip(narrow.iter()) {
-        d.write(*v);
+fn widen<'b, T: Half>(src: &[T], buf: &'b mut [MaybeUninit<f32>; CHUNK]) -> &'b [f32] {
+    let buf = &mut buf[..src.len()];
+    T::widen(src, buf);
+    // SAFETY: `widen` wrote every element.
+    unsafe { assume_init_ref(buf) }
+}
+
+/// # Safety
+///
+/// Every element of `values` must be initialized.
+#[inline(always)]
+unsafe fn assume_init_ref(values: &[MaybeUninit<f32>]) -> &[f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; initialized by the caller's contract.
+    unsafe { &*(values as *const [MaybeUninit<f32>] as *const [f32]) }
+}
+
+/// A 16-bit float converted a slice at a time, writing every element of the destination.
+///
+/// The conversions write into uninitialized buffers (no zeroing per piece) and are
+/// vectorized: F16C for f16 on x86 (half's per-value conversion checks the CPU on every call
+/// and stays scalar), plain bit operations the compiler vectorizes for bf16.
+trait Half: Copy {
+    fn widen(src: &[Self], dst: &mut [MaybeUninit<f32>]);
+    fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]);
+}
+
+impl Half for f16 {
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [MaybeUninit<f32>]) {
+        assert_eq!(src.len(), dst.len());
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("f16c") {
+            // SAFETY: the CPU supports F16C (checked just above); lengths are equal.
+            return unsafe { f16c::widen(src, dst) };
+        }
+        for (d, s) in dst.iter_mut().zip(src) {
+            d.write(s.to_f32());
+        }
+    }
+
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]) {
+        assert_eq!(src.len(), dst.len());
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("f16c") {
+            // SAFETY: the CPU supports F16C (checked just above); lengths are equal.
+            return unsafe { f16c::narrow(src, dst) };
+        }
+        for (d, s) in dst.iter_mut().zip(src) {
+            d.write(f16::from_f32(*s));
+        }
     }
 }
 
-trait Narrow: Copy {
-    const ZERO: Self;
-    fn from_f32_slice(src: &[f32], dst: &mut [Self]);
-}
-
-impl Narrow for f16 {
-    const ZERO: Self = f16::ZERO;
+impl Half for bf16 {
     #[inline(always)]
-    fn from_f32_slice(src: &[f32], dst: &mut [Self]) {
-        dst.convert_from_f32_slice(src);
+    fn widen(src: &[Self], dst: &mut [MaybeUninit<f32>]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            d.write(f32::from_bits((s.to_bits() as u32) << 16));
+        }
+    }
+
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            d.write(bf16::from_bits(f32_to_bf16_bits(*s)));
+        }
     }
 }
 
-impl Narrow for bf16 {
-    const ZERO: Self = bf16::ZERO;
-    #[inline(always)]
-    fn from_f32_slice(src: &[f32], dst: &mut [Self]) {
-        dst.convert_from_f32_slice(src);
+/// Round to nearest, ties to even, NaN kept quiet: the rounding of `bf16::from_f32`, written
+/// without branches so that loops over it vectorize.
+#[inline(always)]
+fn f32_to_bf16_bits(value: f32) -> u16 {
+    let x = value.to_bits();
+    let is_nan = (x & 0x7fff_ffff) > 0x7f80_0000;
+    let round_up = (x & 0x8000 != 0) & (x & 0x1_7fff != 0);
+    let rounded = ((x >> 16) + round_up as u32) as u16;
+    let nan = (x >> 16) as u16 | 0x0040;
+    if is_nan { nan } else { rounded }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use core::arch::x86_64::*;
+    use core::mem::MaybeUninit;
+
+    use half::f16;
+
+    /// # Safety
+    ///
+    /// The CPU must support F16C and AVX; `src` and `dst` must have the same length.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn widen(src: &[f16], dst: &mut [MaybeUninit<f32>]) {
+        let n = src.len();
+        let (sp, dp) = (src.as_ptr() as *const u16, dst.as_mut_ptr() as *mut f32);
+        let mut i = 0;
+        // SAFETY: every access is below `n`.
+        unsafe {
+            while i + 8 <= n {
+                let h = _mm_loadu_si128(sp.add(i) as *const __m128i);
+                _mm256_storeu_ps(dp.add(i), _mm256_cvtph_ps(h));
+                i += 8;
+            }
+            if i < n {
+                if n >= 8 {
+                    // The last 8 again, overlapping: same values, no padded copy.
+                    let h = _mm_loadu_si128(sp.add(n - 8) as *const __m128i);
+                    _mm256_storeu_ps(dp.add(n - 8), _mm256_cvtph_ps(h));
+                } else {
+                    for j in i..n {
+                        dp.add(j).write(f16::from_bits(*sp.add(j)).to_f32());
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// The CPU must support F16C and AVX; `src` and `dst` must have the same length.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn narrow(src: &[f32], dst: &mut [MaybeUninit<f16>]) {
+        let n = src.len();
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr() as *mut u16);
+        let mut i = 0;
+        // SAFETY: every access is below `n`.
+        unsafe {
+            while i + 8 <= n {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(sp.add(i)));
+                _mm_storeu_si128(dp.add(i) as *mut __m128i, h);
+                i += 8;
+            }
+            if i < n {
+                if n >= 8 {
+                    // The last 8 again, overlapping: same values, no padded copy.
+                    let v = _mm256_loadu_ps(sp.add(n - 8));
+                    let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                    _mm_storeu_si128(dp.add(n - 8) as *mut __m128i, h);
+                } else {
+                    for j in i..n {
+                        dp.add(j).write(f16::from_f32(*sp.add(j)).to_bits());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every f16 and bf16 bit pattern widens to what half gives, and f32 values around every
+    /// rounding boundary narrow to what half gives (the reference conversions).
+    #[test]
+    fn slice_conversions_match_half() {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        // Lengths with and without a tail of fewer than 8 values.
+        for len in [all.len(), 1, 3, 7, 8, 9, 15, 49] {
+            let bits = if len == all.len() {
+                &all[..]
+            } else {
+                &all[0x3bf0..0x3bf0 + len]
+            };
+            let h: Vec<f16> = bits.iter().map(|&b| f16::from_bits(b)).collect();
+            let mut out = vec![MaybeUninit::<f32>::uninit(); len];
+            f16::widen(&h, &mut out);
+            for (o, v) in out.iter().zip(&h) {
+                // SAFETY: `widen` wrote every element.
+                let o = unsafe { o.assume_init() };
+                assert!(o.to_bits() == v.to_f32().to_bits() || (o.is_nan() && v.is_nan()));
+            }
+            let b: Vec<bf16> = bits.iter().map(|&b| bf16::from_bits(b)).collect();
+            bf16::widen(&b, &mut out);
+            for (o, v) in out.iter().zip(&b) {
+                // SAFETY: as above.
+                let o = unsafe { o.assume_init() };
+                assert!(o.to_bits() == v.to_f32().to_bits() || (o.is_nan() && v.is_nan()));
+            }
+        }
+        // f32 values at, just below and just above each 16-bit value and each midpoint.
+        let mut values = Vec::new();
+        for bits in (0..=u16::MAX).step_by(7) {
+            for wide in [
+                f16::from_bits(bits).to_f32(),
+                bf16::from_bits(bits).to_f32(),
+            ] {
+                let w = wide.to_bits();
+                for d in [0u32, 1, 0x1000, 0x7fff, 0x8000, 0x8001, 0xffff] {
+                    values.push(f32::from_bits(w.wrapping_add(d)));
+                    values.push(f32::from_bits(w.wrapping_sub(d)));
+                }
+            }
+        }
+        values.extend([
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            65520.0,
+            1e-8,
+            -0.0,
+        ]);
+        for len in [values.len(), 1, 5, 13] {
+            let values = &values[values.len() - len..];
+            let mut h = vec![MaybeUninit::<f16>::uninit(); len];
+            f16::narrow(values, &mut h);
+            let mut b = vec![MaybeUninit::<bf16>::uninit(); len];
+            bf16::narrow(values, &mut b);
+            for ((v, h), b) in values.iter().zip(&h).zip(&b) {
+                // SAFETY: `narrow` wrote every element.
+                let (h, b) = unsafe { (h.assume_init(), b.assume_init()) };
+                let (rh, rb) = (f16::from_f32(*v), bf16::from_f32(*v));
+                let same_h = h.to_bits() == rh.to_bits() || (h.is_nan() && rh.is_nan());
+                let same_b = b.to_bits() == rb.to_bits() || (b.is_nan() && rb.is_nan());
+                assert!(same_h, "f16 of {v:e}: {h} vs {rh}");
+                assert!(same_b, "bf16 of {v:e}: {b} vs {rb}");
+            }
+        }
     }
 }
