@@ -4,7 +4,9 @@
 //! backends); `tools/bench_torch_group_norm.py` times PyTorch on the same shapes.
 //!
 //! Forward + backward seeds the backward with ones (`y.backward()`; burn allocates the seed,
-//! PyTorch's `y.backward(dy)` reuses a preallocated `dy`). As in the PyTorch script, where
+//! PyTorch's `y.backward(dy)` reuses a preallocated `dy`). `backward_seed_ones` times that
+//! allocation alone, so that the kernels' share can be read off; the PyTorch script also
+//! reports `y.backward(torch.ones_like(y))`, the same work as burn's `y.backward()`. As in the PyTorch script, where
 //! `x.grad` lives until the next iteration sets it to `None`, each iteration's gradients are
 //! dropped at the start of the next one: allocation patterns decide whether the allocator
 //! returns memory to the system between iterations, which costs page faults on both sides.
@@ -86,6 +88,15 @@ fn bench(c: &mut Criterion) {
                     })
                 });
                 drop(previous);
+                // What `y.backward()` allocates before any backward kernel runs: a tensor of
+                // ones of y's shape (PyTorch's `y.backward(dy)` reuses a given dy instead).
+                group.bench_function("backward_seed_ones", |b| {
+                    b.iter(|| {
+                        let seed = Tensor::<4>::ones(shape, (&device, dtype));
+                        sync(&device);
+                        seed
+                    })
+                });
                 group.finish();
             }
         }

@@ -3,7 +3,8 @@
 
 For each shape and dtype: warm up, then take the median of --repeats timed
 runs. forward+backward computes y = gn(x) and y.backward(dy) (gradients for
-x, weight and bias). A dtype whose GroupNorm the CPU build does not support
+x, weight and bias) with a preallocated dy; the "ones seed" column seeds the
+backward with a fresh torch.ones_like(y) instead, as burn's y.backward() does. A dtype whose GroupNorm the CPU build does not support
 is reported as "unsupported" instead of aborting the run.
 
 Prints machine info and a markdown table.
@@ -75,8 +76,15 @@ def bench_one(shape, dtype, warmup, repeats):
         y = gn(xg)
         y.backward(dy)
 
+    def fwd_bwd_ones():
+        # What burn's `y.backward()` does: seed with a fresh tensor of ones of y's shape.
+        xg.grad = None
+        gn.zero_grad(set_to_none=True)
+        y = gn(xg)
+        y.backward(torch.ones_like(y))
+
     results = []
-    for fn in (fwd, fwd_bwd):
+    for fn in (fwd, fwd_bwd, fwd_bwd_ones):
         try:
             fn()  # probe support before timing
             results.append(f"{time_fn(fn, warmup, repeats):.3f}")
@@ -105,14 +113,14 @@ def main():
     print(f"- threads: {torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()})")
     print(f"- processor: {cpu_model()}; machine: {platform.machine()}; {platform.platform()}")
     print(f"- timing: median of {args.repeats} runs after {args.warmup} warmup runs\n")
-    print("| shape | dtype | fwd ms | fwd+bwd ms |")
-    print("|---|---|---|---|")
+    print("| shape | dtype | fwd ms | fwd+bwd ms | fwd+bwd ms (ones seed) |")
+    print("|---|---|---|---|---|")
     for shape in parse_shapes(args.shapes):
         for dname in args.dtypes.split(","):
             dtype = getattr(torch, dname)
-            fwd_ms, fb_ms = bench_one(shape, dtype, args.warmup, args.repeats)
+            fwd_ms, fb_ms, fb1_ms = bench_one(shape, dtype, args.warmup, args.repeats)
             shape_s = "[" + ", ".join(str(v) for v in shape) + "]"
-            print(f"| {shape_s} | {dname} | {fwd_ms} | {fb_ms} |", flush=True)
+            print(f"| {shape_s} | {dname} | {fwd_ms} | {fb_ms} | {fb1_ms} |", flush=True)
 
 
 if __name__ == "__main__":
