@@ -215,10 +215,19 @@ where
     dense::<E>(values, &shape, Order::ChannelsFirst)
 }
 
+/// A small tensor's values as f64, in logical order.
 fn to_f64(t: NdArrayTensor) -> Vec<f64> {
+    // ndarray's element iterator over dynamic-rank arrays costs about as much per value as a
+    // whole GroupNorm row on small inputs: read contiguous (the usual) arrays as slices.
+    fn collect<E: Copy>(a: ArrayViewD<'_, E>, f: impl Fn(E) -> f64) -> Vec<f64> {
+        match a.as_slice() {
+            Some(values) => values.iter().map(|&v| f(v)).collect(),
+            None => a.iter().map(|&v| f(v)).collect(),
+        }
+    }
     match t {
-        NdArrayTensor::F32(s) => s.view().iter().map(|&v| v as f64).collect(),
-        NdArrayTensor::F64(s) => s.view().iter().copied().collect(),
+        NdArrayTensor::F32(s) => collect(s.view(), |v| v as f64),
+        NdArrayTensor::F64(s) => collect(s.view(), |v| v),
         other => panic!("GroupNorm: unsupported parameter dtype {other:?}"),
     }
 }
