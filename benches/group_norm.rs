@@ -6,10 +6,12 @@
 //! Forward + backward seeds the backward with ones (`y.backward()`; burn allocates the seed,
 //! PyTorch's `y.backward(dy)` reuses a preallocated `dy`). `backward_seed_ones` times that
 //! allocation alone, so that the kernels' share can be read off; the PyTorch script also
-//! reports `y.backward(torch.ones_like(y))`, the same work as burn's `y.backward()`. As in the PyTorch script, where
-//! `x.grad` lives until the next iteration sets it to `None`, each iteration's gradients are
-//! dropped at the start of the next one: allocation patterns decide whether the allocator
-//! returns memory to the system between iterations, which costs page faults on both sides.
+//! reports `y.backward(torch.ones_like(y))`, the same work as burn's `y.backward()`.
+//!
+//! As in the PyTorch script, where `x.grad` lives until the next iteration sets it to `None`,
+//! each iteration's gradients are dropped at the start of the next one: allocation patterns
+//! decide whether the allocator returns memory to the system between iterations, which costs
+//! page faults on both sides.
 
 mod common;
 
