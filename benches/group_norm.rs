@@ -3,6 +3,10 @@
 //! and f16. Run with `cargo bench --bench group_norm` (add `--features ndarray,wgpu` for more
 //! backends); `tools/bench_torch_group_norm.py` times PyTorch on the same shapes.
 //!
+//! Criterion also reports each op's bandwidth: the least traffic it needs (forward: x read, y
+//! written; forward + backward: x twice, y, dy and dx; the seed: one write), over its time. It
+//! counts in GiB/s.
+//!
 //! Forward + backward seeds the backward with ones (`y.backward()`; burn allocates the seed,
 //! PyTorch's `y.backward(dy)` reuses a preallocated `dy`). `backward_seed_ones` times that
 //! allocation alone, so that the kernels' share can be read off; the PyTorch script also
@@ -18,7 +22,7 @@ mod common;
 use burn::module::Param;
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use common::{devices, sync};
-use criterion::{Criterion, criterion_group};
+use criterion::{Criterion, Throughput, criterion_group};
 
 const SHAPES: [[usize; 4]; 4] = [
     [8, 256, 56, 56],
@@ -56,6 +60,10 @@ fn bench(c: &mut Criterion) {
                 let x =
                     Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), (&device, dtype));
                 let (ours, burns) = layers(shape[1], &device, dtype);
+                // Criterion reports bandwidth from the least traffic each op needs: the forward
+                // reads x and writes y; the backward reads x and dy and writes dx.
+                let tensor_bytes = (shape.iter().product::<usize>() * dtype.size()) as u64;
+                group.throughput(Throughput::Bytes(2 * tensor_bytes));
                 group.bench_function("gn_module/forward", |b| {
                     b.iter(|| {
                         let y = ours.forward(x.clone());
@@ -75,6 +83,7 @@ fn bench(c: &mut Criterion) {
                 let x = x.clone().autodiff().require_grad();
                 let (ours, burns) = layers(shape[1], &ad, dtype);
                 let mut previous = None;
+                group.throughput(Throughput::Bytes(5 * tensor_bytes));
                 group.bench_function("gn_module/forward_backward", |b| {
                     b.iter(|| {
                         drop(previous.take());
@@ -92,6 +101,7 @@ fn bench(c: &mut Criterion) {
                 drop(previous);
                 // What `y.backward()` allocates before any backward kernel runs: a tensor of
                 // ones of y's shape (PyTorch's `y.backward(dy)` reuses a given dy instead).
+                group.throughput(Throughput::Bytes(tensor_bytes));
                 group.bench_function("backward_seed_ones", |b| {
                     b.iter(|| {
                         let seed = Tensor::<4>::ones(shape, (&device, dtype));

@@ -6,7 +6,7 @@ mod common;
 
 use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor};
-use common::{assert_close, devices, randn, tensor, values};
+use common::{assert_close, devices, nhwc, randn, tensor, values};
 use gn_module::backend::GroupNormBackend;
 use gn_module::{Activation, group_norm_with_activation};
 
@@ -195,6 +195,83 @@ fn allocating_and_in_place_paths_agree() {
             let m = values(mean.clone());
             assert_eq!(m.len(), 8);
             assert!(values(rstd.clone()).iter().all(|r| *r > 0.0));
+        }
+    }
+}
+
+/// The backend ops on channels-last (NHWC-strided) inputs and output gradients, in every
+/// combination of layouts, give what they give on contiguous ones: f32 and f16, with one and
+/// with eight channels per group at each position, and a spatial size that is not a multiple
+/// of a vector.
+#[test]
+fn channels_last_backend_ops_match_contiguous() {
+    for (backend, device) in devices() {
+        for (shape, groups) in [([2, 32, 4, 6], 4), ([1, 24, 3, 3], 24), ([2, 16, 5, 5], 2)] {
+            let numel: usize = shape.iter().product();
+            let c = shape[1];
+            let mut dtypes = vec![(DType::F32, 2e-5)];
+            if backend != "ndarray" && device.supports_dtype(DType::F16) {
+                dtypes.push((DType::F16, 1e-2));
+            }
+            for (dtype, tol) in dtypes {
+                let half = dtype == DType::F16;
+                let x_values = data(numel, 51, 0.5, 2.0, half);
+                let dy_values = data(numel, 52, 0.0, 1.0, half);
+                let gamma = tensor(&data(c, 53, 1.0, 0.3, half), [c], &device, dtype);
+                let beta = tensor(&data(c, 54, 0.0, 0.2, half), [c], &device, dtype);
+                let layouts = |v: &[f64]| {
+                    [
+                        ("contiguous", tensor(v, shape, &device, dtype)),
+                        ("NHWC", nhwc(v, shape, &device, dtype)),
+                    ]
+                };
+                for activation in [Activation::None, Activation::Relu, Activation::Silu] {
+                    let mut reference: Option<[Vec<f64>; 4]> = None;
+                    for (x_layout, x) in layouts(&x_values) {
+                        let (y, mean, rstd) = gn_module::fused::forward_with_stats(
+                            x.clone(),
+                            groups,
+                            gamma.clone(),
+                            beta.clone(),
+                            1e-5,
+                            activation,
+                        );
+                        for (dy_layout, dy) in layouts(&dy_values) {
+                            let (dx, dg, db) = <Dispatch as GroupNormBackend>::group_norm_backward(
+                                dy.into_dispatch(),
+                                x.clone().into_dispatch(),
+                                gamma.clone().into_dispatch(),
+                                beta.clone().into_dispatch(),
+                                mean.clone().into_dispatch(),
+                                rstd.clone().into_dispatch(),
+                                groups,
+                                activation.code(),
+                            );
+                            let got = [
+                                values(y.clone()),
+                                values(Tensor::<4>::from_dispatch(dx)),
+                                values(Tensor::<1>::from_dispatch(dg)),
+                                values(Tensor::<1>::from_dispatch(db)),
+                            ];
+                            let Some(expected) = &reference else {
+                                reference = Some(got);
+                                continue;
+                            };
+                            for (i, name) in ["y", "dx", "dgamma", "dbeta"].iter().enumerate() {
+                                assert_close(
+                                    &format!(
+                                        "{name} {shape:?} G={groups} {activation:?} {dtype:?}, \
+                                         x {x_layout}, dy {dy_layout}, on {backend}"
+                                    ),
+                                    &got[i],
+                                    &expected[i],
+                                    tol,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }

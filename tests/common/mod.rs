@@ -211,3 +211,14 @@ pub fn norm_fn<const D: usize>(fused: bool) -> NormFn<D> {
         composite::group_norm::<D>
     }
 }
+
+/// `values` (an `[n, c, h, w]` tensor in NCHW order) stored NHWC: an `[N, H, W, C]` tensor
+/// seen through a permutation, the layout CubeCL convolutions return.
+pub fn nhwc(values: &[f64], [n, c, h, w]: [usize; 4], device: &Device, dtype: DType) -> Tensor<4> {
+    let mut stored = vec![0.0; values.len()];
+    for (i, v) in values.iter().enumerate() {
+        let (ni, ci, hi, wi) = (i / (c * h * w), i / (h * w) % c, i / w % h, i % w);
+        stored[((ni * h + hi) * w + wi) * c + ci] = *v;
+    }
+    tensor(&stored, [n, h, w, c], device, dtype).permute([0, 3, 1, 2])
+}

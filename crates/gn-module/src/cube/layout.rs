@@ -47,26 +47,27 @@ impl View3 {
         self.shape.iter().product()
     }
 
-    /// Channels vary fastest in memory (NHWC-like).
-    pub fn channels_last(&self) -> bool {
-        self.shape[1] > 1 && self.shape[2] > 1 && self.strides[1] < self.strides[2]
+    /// `strides` with those of size-1 axes set to 1, as [`View3::of`] sets them.
+    fn fixed(&self, strides: [usize; 3]) -> [usize; 3] {
+        let mut out = strides;
+        for (o, &size) in out.iter_mut().zip(&self.shape) {
+            if size <= 1 {
+                *o = 1;
+            }
+        }
+        out
     }
 
-    /// Every element has its own offset in `[0, numel)`: a permutation of a contiguous layout.
-    fn is_dense(&self) -> bool {
-        let mut axes: Vec<(usize, usize)> = (0..3)
-            .filter(|&i| self.shape[i] > 1)
-            .map(|i| (self.strides[i], self.shape[i]))
-            .collect();
-        axes.sort_unstable();
-        let mut expected = 1;
-        for (stride, size) in axes {
-            if stride != expected {
-                return false;
-            }
-            expected *= size;
-        }
-        true
+    /// Contiguous `[N, C, S]`.
+    fn is_channels_first(&self) -> bool {
+        let [_, c, s] = self.shape;
+        self.strides == self.fixed([c * s, s, 1])
+    }
+
+    /// Contiguous `[N, S, C]` seen as `[N, C, S]` (NHWC-strided).
+    fn is_channels_last(&self) -> bool {
+        let [_, c, s] = self.shape;
+        self.strides == self.fixed([s * c, 1, c])
     }
 
     /// `t`'s buffer seen through this view.
@@ -85,26 +86,46 @@ fn view(t: &CubeTensor) -> Option<View3> {
     View3::of(t.meta.shape(), t.meta.strides())
 }
 
-/// `t` if it is dense (any axis order), else a contiguous copy; with its view.
-pub(crate) fn dense(t: CubeTensor) -> (CubeTensor, View3) {
-    let t = untile(t);
-    if let Some(v) = view(&t).filter(View3::is_dense) {
-        return (t, v);
-    }
-    let t = into_contiguous(t);
-    let v = view(&t).expect("a contiguous tensor has an [N, C, S] view");
-    (t, v)
-}
-
-/// `t` if its spatial axes collapse (strided reads are fine), else a contiguous copy.
-pub(crate) fn strided(t: CubeTensor) -> (CubeTensor, View3) {
+/// `t` if it is contiguous channels-first or channels-last, else a contiguous copy; with its
+/// view and whether it is channels-last. (With one channel or one position the two layouts
+/// coincide; that counts as channels-first.)
+pub(crate) fn standard(t: CubeTensor) -> (CubeTensor, View3, bool) {
     let t = untile(t);
     if let Some(v) = view(&t) {
-        return (t, v);
+        if v.is_channels_first() {
+            return (t, v, false);
+        }
+        if v.is_channels_last() {
+            return (t, v, true);
+        }
     }
+    contiguous(t)
+}
+
+/// `x` and `grad` as [`standard`] gives `x`, in one shared layout: `grad` is used in place when
+/// it already has `x`'s, else both become contiguous (one copy or two, for mixed layouts).
+pub(crate) fn standard_pair(
+    x: CubeTensor,
+    grad: CubeTensor,
+) -> (CubeTensor, CubeTensor, View3, bool) {
+    let (x, v, channels_last) = standard(x);
+    let grad = untile(grad);
+    if view(&grad).is_some_and(|g| g.strides == v.strides) {
+        return (x, grad, v, channels_last);
+    }
+    let (x, v, channels_last) = if channels_last {
+        contiguous(x)
+    } else {
+        (x, v, false)
+    };
+    debug_assert!(!channels_last);
+    (x, into_contiguous(grad), v, false)
+}
+
+fn contiguous(t: CubeTensor) -> (CubeTensor, View3, bool) {
     let t = into_contiguous(t);
     let v = view(&t).expect("a contiguous tensor has an [N, C, S] view");
-    (t, v)
+    (t, v, false)
 }
 
 /// A new buffer with `like`'s shape and strides (`like` is dense).

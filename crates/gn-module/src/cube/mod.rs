@@ -6,8 +6,11 @@
 //! exists for) still runs thousands of units. Backward: per-channel sums in chunks, one combine
 //! per group, the parameter gradients, one elementwise pass.
 //!
-//! Inputs keep their layout: a dense tensor in any axis order (NCHW, or the NHWC-strided views
-//! CubeCL convolutions return) is read in place and `y` / `dx` get the same strides.
+//! Inputs keep their layout when it is contiguous channels-first (NCHW) or channels-last (the
+//! NHWC-strided views CubeCL convolutions return): they are read in place, as vectors, and
+//! `y` / `dx` get the same strides. Other layouts are copied to contiguous first, and so is a
+//! gradient whose layout differs from the input's (with the input, when that is
+//! channels-last), so that the elementwise passes read both at the same offsets.
 
 mod kernels;
 mod layout;
@@ -23,7 +26,7 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use self::kernels::*;
-use self::layout::{View3, dense, empty_like, strided};
+use self::layout::{View3, empty_like, standard, standard_pair};
 use crate::backend::{GroupNormBackend, stats_dtype};
 
 impl GroupNormBackend for CubeBackend {
@@ -36,7 +39,7 @@ impl GroupNormBackend for CubeBackend {
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let stats = stats_dtype(x.dtype);
-        let (y, mean, rstd, _row_stats) = forward(x, gamma, beta, num_groups, epsilon, activation);
+        let (y, mean, rstd) = forward(x, gamma, beta, num_groups, epsilon, activation);
         (y, to_dtype(mean, stats), to_dtype(rstd, stats))
     }
 
@@ -77,13 +80,23 @@ fn block_size(client: &Client) -> u32 {
     1 << (31 - max_units.leading_zeros())
 }
 
-/// How many cubes share one reduction row of `row_len` values when there are `rows` rows:
-/// enough for about a thousand cubes in all, but at least 8 values per unit.
+/// How many cubes share one reduction row of `row_len` vectors when there are `rows` rows:
+/// enough for about a thousand cubes in all, but at least 4 vectors per unit.
 fn chunks_per_row(rows: usize, row_len: usize, block: usize) -> usize {
     const TARGET_CUBES: usize = 1024;
     let wanted = TARGET_CUBES.div_ceil(rows.max(1));
-    let useful = (row_len / (block * 8)).max(1);
+    let useful = (row_len / (block * 4)).max(1);
     wanted.min(useful).clamp(1, 4096)
+}
+
+/// The widest vector the device loads at once that divides `run` (the values of one channel
+/// in channels-first, of one group at one position in channels-last).
+fn vector_size(t: &CubeTensor, run: usize) -> usize {
+    t.client
+        .io_optimized_vector_sizes(t.dtype.size())
+        .filter(|&v| run.is_multiple_of(v))
+        .max()
+        .unwrap_or(1)
 }
 
 fn cubes(client: &Client, count: usize, block: u32) -> CubeCount {
@@ -99,27 +112,32 @@ fn f32_buffer(like: &CubeTensor, len: usize) -> CubeTensor {
     )
 }
 
-/// The forward kernels; also returns the `(shift, mean - shift, rstd)` per group.
-fn forward(
-    x: CubeTensor,
-    gamma: CubeTensor,
-    beta: CubeTensor,
+/// An elementwise launch over `units` units.
+fn elementwise(client: &Client, units: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new(client, units);
+    (calculate_cube_count_elemwise(client, units, dim), dim)
+}
+
+/// The statistics passes: `(mean, rstd, row_stats)` with `row_stats = (shift, mean - shift,
+/// rstd)` per group, and with `coefs` given, the normalize pass's coefficient planes.
+#[allow(clippy::too_many_arguments)]
+fn statistics(
+    x: &CubeTensor,
+    view: &View3,
+    channels_last: bool,
+    vs: usize,
+    gamma: &CubeTensor,
+    beta: &CubeTensor,
+    coefs: Option<&CubeTensor>,
     num_groups: usize,
-    epsilon: f64,
-    activation: u32,
-) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
-    let (x, view) = dense(x);
-    let (gamma, beta) = (into_contiguous(gamma), into_contiguous(beta));
+    epsilon: f32,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
     let client = x.client.clone();
     let [n, c, s] = view.shape;
     let rows = n * num_groups;
-    let group_len = c / num_groups * s;
     let block = block_size(&client);
-    let chunks = chunks_per_row(rows, group_len, block as usize);
-    let x_dtype = dtype_to_storage_type(x.dtype);
-    let p_dtype = dtype_to_storage_type(gamma.dtype);
-
-    let stats = |x: &CubeTensor| {
+    let chunks = chunks_per_row(rows, c / num_groups * s / vs, block as usize);
+    let stats = || {
         empty_device_contiguous_dtype(
             client.clone(),
             x.device.clone(),
@@ -127,56 +145,122 @@ fn forward(
             DType::F32,
         )
     };
-    let (mean, rstd) = (stats(&x), stats(&x));
-    let row_stats = f32_buffer(&x, rows * 3);
-    let partials = f32_buffer(&x, rows * chunks * 3);
-    let x3 = view.bind(&x);
+    let (mean, rstd) = (stats(), stats());
+    let row_stats = f32_buffer(x, rows * 3);
+    let partials = f32_buffer(x, rows * chunks * 3);
+    let shifts = f32_buffer(x, rows);
 
     stats_partial_kernel::launch(
         &client,
         cubes(&client, rows * chunks, block),
         CubeDim::new_1d(block),
-        x3.clone().into_tensor_arg(),
+        vs,
+        view.bind(x).into_tensor_arg(),
         partials.clone().into_tensor_arg(),
+        shifts.clone().into_tensor_arg(),
+        n,
+        c,
+        s,
         num_groups,
         chunks,
         block as usize,
-        view.channels_last(),
-        x_dtype,
+        channels_last,
+        dtype_to_storage_type(x.dtype),
     );
+    let with_coefs = coefs.is_some();
+    let coefs = coefs.cloned().unwrap_or_else(|| f32_buffer(x, 1));
     stats_finalize_kernel::launch(
         &client,
         cubes(&client, rows, block),
         CubeDim::new_1d(block),
-        x3.clone().into_tensor_arg(),
         partials.into_tensor_arg(),
+        shifts.into_tensor_arg(),
+        gamma.clone().into_tensor_arg(),
+        beta.clone().into_tensor_arg(),
         mean.clone().into_tensor_arg(),
         rstd.clone().into_tensor_arg(),
         row_stats.clone().into_tensor_arg(),
+        coefs.into_tensor_arg(),
+        n,
+        c,
         num_groups,
         chunks,
-        epsilon as f32,
+        epsilon,
         block as usize,
-        x_dtype,
+        with_coefs,
+        dtype_to_storage_type(gamma.dtype),
+    );
+    (mean, rstd, row_stats)
+}
+
+/// The forward kernels: `(y, mean, rstd)`.
+fn forward(
+    x: CubeTensor,
+    gamma: CubeTensor,
+    beta: CubeTensor,
+    num_groups: usize,
+    epsilon: f64,
+    activation: u32,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let (x, view, channels_last) = standard(x);
+    let (gamma, beta) = (into_contiguous(gamma), into_contiguous(beta));
+    let client = x.client.clone();
+    let [n, c, s] = view.shape;
+    let vs = vector_size(&x, if channels_last { c / num_groups } else { s });
+    let coefs = f32_buffer(&x, 3 * n * c);
+    let (mean, rstd, _) = statistics(
+        &x,
+        &view,
+        channels_last,
+        vs,
+        &gamma,
+        &beta,
+        Some(&coefs),
+        num_groups,
+        epsilon as f32,
     );
 
     let y = empty_like(&x);
-    let numel = view.numel();
-    let dim = CubeDim::new(&client, numel);
-    normalize_kernel::launch(
-        &client,
-        calculate_cube_count_elemwise(&client, numel, dim),
-        dim,
-        x3.into_tensor_arg(),
-        gamma.into_tensor_arg(),
-        beta.into_tensor_arg(),
-        row_stats.clone().into_tensor_arg(),
+    let num_vecs = view.numel() / vs;
+    let (count, dim) = elementwise(&client, num_vecs);
+    let x_dtype = dtype_to_storage_type(x.dtype);
+    let (x_arg, y_arg) = (
+        view.bind(&x).into_tensor_arg(),
         view.bind(&y).into_tensor_arg(),
-        num_groups,
-        activation,
-        [x_dtype, p_dtype],
     );
-    (y, mean, rstd, row_stats)
+    if channels_last {
+        normalize_cl_kernel::launch(
+            &client,
+            count,
+            dim,
+            vs,
+            x_arg,
+            coefs.into_tensor_arg(),
+            y_arg,
+            num_vecs,
+            c / vs,
+            s * c / vs,
+            n * c / vs,
+            activation,
+            x_dtype,
+        );
+    } else {
+        normalize_cf_kernel::launch(
+            &client,
+            count,
+            dim,
+            vs,
+            x_arg,
+            coefs.into_tensor_arg(),
+            y_arg,
+            num_vecs,
+            s / vs,
+            n * c,
+            activation,
+            x_dtype,
+        );
+    }
+    (y, mean, rstd)
 }
 
 fn backward(
@@ -188,8 +272,7 @@ fn backward(
     num_groups: usize,
     activation: u32,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let (x, view) = dense(x);
-    let (grad, grad_view) = strided(grad);
+    let (x, grad, view, channels_last) = standard_pair(x, grad);
     let (gamma, beta, rstd) = (
         into_contiguous(gamma),
         into_contiguous(beta),
@@ -198,27 +281,39 @@ fn backward(
     let client = x.client.clone();
     let [n, c, s] = view.shape;
     let block = block_size(&client);
+    let vs = vector_size(&x, if channels_last { c / num_groups } else { s });
     let x_dtype = dtype_to_storage_type(x.dtype);
     let p_dtype = dtype_to_storage_type(gamma.dtype);
-    let x3 = view.bind(&x);
-    let dy3 = grad_view.bind(&grad);
+    let plane = n * c;
 
     // With an activation, its derivative needs the pre-activation output and so the exact
     // group mean before the sums: recompute the statistics (one more read of x). Without one,
-    // the sums carry what the mean needs.
+    // the sums carry what the mean needs. (The epsilon does not matter: only the shift and
+    // the mean are read.)
     let row_stats = if activation != 0 {
-        forward_stats_only(&x, &view, num_groups, block)
+        let (_, _, row_stats) = statistics(
+            &x,
+            &view,
+            channels_last,
+            vs,
+            &gamma,
+            &beta,
+            None,
+            num_groups,
+            1.0,
+        );
+        row_stats
     } else {
         f32_buffer(&x, 1)
     };
 
-    let coefs = f32_buffer(&x, n * c * 3);
-    let dim = CubeDim::new(&client, n * c);
+    let coefs = f32_buffer(&x, 5 * plane);
+    let (count, dim) = elementwise(&client, plane);
     backward_coef_kernel::launch(
         &client,
-        calculate_cube_count_elemwise(&client, n * c, dim),
+        count,
         dim,
-        x3.clone().into_tensor_arg(),
+        view.bind(&x).into_tensor_arg(),
         gamma.clone().into_tensor_arg(),
         beta.into_tensor_arg(),
         rstd.clone().into_tensor_arg(),
@@ -229,24 +324,57 @@ fn backward(
         [x_dtype, p_dtype],
     );
 
-    let chunks = chunks_per_row(n * c, s, block as usize);
-    let partials = f32_buffer(&x, n * c * chunks * 3);
-    backward_partial_kernel::launch(
-        &client,
-        cubes(&client, n * c * chunks, block),
-        CubeDim::new_1d(block),
-        dy3.clone().into_tensor_arg(),
-        x3.clone().into_tensor_arg(),
-        coefs.clone().into_tensor_arg(),
-        partials.clone().into_tensor_arg(),
-        chunks,
-        block as usize,
-        activation,
-        x_dtype,
-    );
+    let x3 = view.bind(&x);
+    let dy3 = view.bind(&grad);
+    let chunks;
+    let partials;
+    if channels_last {
+        // Enough units to fill a device, at least 16 positions each.
+        let columns = n * c / vs;
+        chunks = 65536usize.div_ceil(columns).min(s / 16).max(1);
+        partials = f32_buffer(&x, plane * chunks * 3);
+        let (count, dim) = elementwise(&client, columns * chunks);
+        backward_partial_cl_kernel::launch(
+            &client,
+            count,
+            dim,
+            vs,
+            dy3.clone().into_tensor_arg(),
+            x3.clone().into_tensor_arg(),
+            coefs.clone().into_tensor_arg(),
+            partials.clone().into_tensor_arg(),
+            n,
+            c / vs,
+            s,
+            chunks,
+            activation,
+            x_dtype,
+        );
+    } else {
+        // Short channels get small cubes: a cube's units share one channel, and idle units
+        // would still wait at every step of its reduction.
+        let block = ((s / vs).div_ceil(2).next_power_of_two() as u32).clamp(block.min(32), block);
+        chunks = chunks_per_row(plane, s / vs, block as usize);
+        partials = f32_buffer(&x, plane * chunks * 3);
+        backward_partial_cf_kernel::launch(
+            &client,
+            cubes(&client, plane * chunks, block),
+            CubeDim::new_1d(block),
+            vs,
+            dy3.clone().into_tensor_arg(),
+            x3.clone().into_tensor_arg(),
+            coefs.clone().into_tensor_arg(),
+            partials.clone().into_tensor_arg(),
+            plane,
+            s / vs,
+            chunks,
+            block as usize,
+            activation,
+            x_dtype,
+        );
+    }
 
-    let sums = f32_buffer(&x, n * c * 2);
-    let group_coefs = f32_buffer(&x, n * num_groups * 2);
+    let sums = f32_buffer(&x, plane * 2);
     backward_group_kernel::launch(
         &client,
         cubes(&client, n * num_groups, block),
@@ -255,7 +383,7 @@ fn backward(
         gamma.clone().into_tensor_arg(),
         rstd.into_tensor_arg(),
         sums.clone().into_tensor_arg(),
-        group_coefs.clone().into_tensor_arg(),
+        coefs.clone().into_tensor_arg(),
         c,
         num_groups,
         chunks,
@@ -273,10 +401,10 @@ fn backward(
         )
     };
     let (dgamma, dbeta) = (param(), param());
-    let dim = CubeDim::new(&client, c);
+    let (count, dim) = elementwise(&client, c);
     backward_param_kernel::launch(
         &client,
-        calculate_cube_count_elemwise(&client, c, dim),
+        count,
         dim,
         sums.into_tensor_arg(),
         dgamma.clone().into_tensor_arg(),
@@ -286,62 +414,42 @@ fn backward(
     );
 
     let dx = empty_like(&x);
-    let numel = view.numel();
-    let dim = CubeDim::new(&client, numel);
-    backward_dx_kernel::launch(
-        &client,
-        calculate_cube_count_elemwise(&client, numel, dim),
-        dim,
-        dy3.into_tensor_arg(),
-        x3.into_tensor_arg(),
-        coefs.into_tensor_arg(),
-        group_coefs.into_tensor_arg(),
-        view.bind(&dx).into_tensor_arg(),
-        num_groups,
-        activation,
-        x_dtype,
-    );
+    let num_vecs = view.numel() / vs;
+    let (count, dim) = elementwise(&client, num_vecs);
+    let dx3 = view.bind(&dx);
+    if channels_last {
+        backward_dx_cl_kernel::launch(
+            &client,
+            count,
+            dim,
+            vs,
+            dy3.into_tensor_arg(),
+            x3.into_tensor_arg(),
+            coefs.into_tensor_arg(),
+            dx3.into_tensor_arg(),
+            num_vecs,
+            c / vs,
+            s * c / vs,
+            plane / vs,
+            activation,
+            x_dtype,
+        );
+    } else {
+        backward_dx_cf_kernel::launch(
+            &client,
+            count,
+            dim,
+            vs,
+            dy3.into_tensor_arg(),
+            x3.into_tensor_arg(),
+            coefs.into_tensor_arg(),
+            dx3.into_tensor_arg(),
+            num_vecs,
+            s / vs,
+            plane,
+            activation,
+            x_dtype,
+        );
+    }
     (dx, dgamma, dbeta)
-}
-
-/// The forward's statistics passes alone: `(shift, mean - shift, rstd)` per group.
-fn forward_stats_only(x: &CubeTensor, view: &View3, num_groups: usize, block: u32) -> CubeTensor {
-    let client = x.client.clone();
-    let [n, c, s] = view.shape;
-    let rows = n * num_groups;
-    let chunks = chunks_per_row(rows, c / num_groups * s, block as usize);
-    let x_dtype = dtype_to_storage_type(x.dtype);
-    let partials = f32_buffer(x, rows * chunks * 3);
-    let row_stats = f32_buffer(x, rows * 3);
-    let (mean, rstd) = (f32_buffer(x, rows), f32_buffer(x, rows));
-    let x3 = view.bind(x);
-    stats_partial_kernel::launch(
-        &client,
-        cubes(&client, rows * chunks, block),
-        CubeDim::new_1d(block),
-        x3.clone().into_tensor_arg(),
-        partials.clone().into_tensor_arg(),
-        num_groups,
-        chunks,
-        block as usize,
-        view.channels_last(),
-        x_dtype,
-    );
-    // The epsilon does not matter here: only the shift and the mean are read.
-    stats_finalize_kernel::launch(
-        &client,
-        cubes(&client, rows, block),
-        CubeDim::new_1d(block),
-        x3.into_tensor_arg(),
-        partials.into_tensor_arg(),
-        mean.into_tensor_arg(),
-        rstd.into_tensor_arg(),
-        row_stats.clone().into_tensor_arg(),
-        num_groups,
-        chunks,
-        1.0f32,
-        block as usize,
-        x_dtype,
-    );
-    row_stats
 }
