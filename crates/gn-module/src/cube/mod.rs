@@ -80,6 +80,12 @@ fn block_size(client: &Client) -> u32 {
     1 << (31 - max_units.leading_zeros())
 }
 
+/// A cube size for `work` items a cube (each unit taking a few): a power of two from 32 (or
+/// `max` if less) to `max`. Idle units would still wait at every step of a cube's reduction.
+fn fitted_block(work: usize, max: u32) -> u32 {
+    (work.max(1).next_power_of_two().min(1 << 16) as u32).clamp(max.min(32), max)
+}
+
 /// How many cubes share one reduction row of `row_len` vectors when there are `rows` rows:
 /// enough for about a thousand cubes in all, but at least 4 vectors per unit.
 fn chunks_per_row(rows: usize, row_len: usize, block: usize) -> usize {
@@ -135,8 +141,11 @@ fn statistics(
     let client = x.client.clone();
     let [n, c, s] = view.shape;
     let rows = n * num_groups;
-    let block = block_size(&client);
-    let chunks = chunks_per_row(rows, c / num_groups * s / vs, block as usize);
+    let group_vecs = c / num_groups * s / vs;
+    let max_block = block_size(&client);
+    let chunks = chunks_per_row(rows, group_vecs, max_block as usize);
+    let block = fitted_block(group_vecs.div_ceil(chunks * 4), max_block);
+    let finalize_block = fitted_block(chunks.max(c / num_groups), max_block);
     let stats = || {
         empty_device_contiguous_dtype(
             client.clone(),
@@ -171,8 +180,8 @@ fn statistics(
     let coefs = coefs.cloned().unwrap_or_else(|| f32_buffer(x, 1));
     stats_finalize_kernel::launch(
         &client,
-        cubes(&client, rows, block),
-        CubeDim::new_1d(block),
+        cubes(&client, rows, finalize_block),
+        CubeDim::new_1d(finalize_block),
         partials.into_tensor_arg(),
         shifts.into_tensor_arg(),
         gamma.clone().into_tensor_arg(),
@@ -186,7 +195,7 @@ fn statistics(
         num_groups,
         chunks,
         epsilon,
-        block as usize,
+        finalize_block as usize,
         with_coefs,
         dtype_to_storage_type(gamma.dtype),
     );
@@ -351,10 +360,9 @@ fn backward(
             x_dtype,
         );
     } else {
-        // Short channels get small cubes: a cube's units share one channel, and idle units
-        // would still wait at every step of its reduction.
-        let block = ((s / vs).div_ceil(2).next_power_of_two() as u32).clamp(block.min(32), block);
+        // Short channels get small cubes (a cube's units share one channel).
         chunks = chunks_per_row(plane, s / vs, block as usize);
+        let block = fitted_block((s / vs).div_ceil(chunks * 4), block);
         partials = f32_buffer(&x, plane * chunks * 3);
         backward_partial_cf_kernel::launch(
             &client,
@@ -375,10 +383,11 @@ fn backward(
     }
 
     let sums = f32_buffer(&x, plane * 2);
+    let group_block = fitted_block(c / num_groups, block);
     backward_group_kernel::launch(
         &client,
-        cubes(&client, n * num_groups, block),
-        CubeDim::new_1d(block),
+        cubes(&client, n * num_groups, group_block),
+        CubeDim::new_1d(group_block),
         partials.into_tensor_arg(),
         gamma.clone().into_tensor_arg(),
         rstd.into_tensor_arg(),
@@ -388,7 +397,7 @@ fn backward(
         num_groups,
         chunks,
         (c / num_groups * s) as f32,
-        block as usize,
+        group_block as usize,
         p_dtype,
     );
 
