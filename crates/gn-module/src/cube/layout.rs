@@ -102,8 +102,8 @@ pub(crate) fn standard(t: CubeTensor) -> (CubeTensor, View3, bool) {
     contiguous(t)
 }
 
-/// `x` and `grad` as [`standard`] gives `x`, in one shared layout: `grad` is used in place when
-/// it already has `x`'s, else both become contiguous (one copy or two, for mixed layouts).
+/// `x` as [`standard`] gives it, and `grad` in the same layout: as it is when it already has
+/// it, else copied into it (one copy of `grad`; `x` is never copied for `grad`'s sake).
 pub(crate) fn standard_pair(
     x: CubeTensor,
     grad: CubeTensor,
@@ -113,13 +113,50 @@ pub(crate) fn standard_pair(
     if view(&grad).is_some_and(|g| g.strides == v.strides) {
         return (x, grad, v, channels_last);
     }
-    let (x, v, channels_last) = if channels_last {
-        contiguous(x)
+    let grad = if channels_last {
+        channels_last_copy(grad)
     } else {
-        (x, v, false)
+        into_contiguous(grad)
     };
-    debug_assert!(!channels_last);
-    (x, into_contiguous(grad), v, false)
+    (x, grad, v, channels_last)
+}
+
+/// `t` (`[N, C, *]`) copied into an `[N, *, C]`-ordered buffer, seen as `[N, C, *]`.
+fn channels_last_copy(t: CubeTensor) -> CubeTensor {
+    let (t, v) = match view(&t) {
+        Some(v) => (t, v),
+        None => {
+            let (t, v, _) = contiguous(t);
+            (t, v)
+        }
+    };
+    let [n, c, s] = v.shape;
+    let [sn, sc, ss] = v.strides;
+    let nsc = CubeTensor::new(
+        t.client.clone(),
+        t.handle.clone(),
+        Metadata::new([n, s, c], [sn, ss, sc]),
+        t.device.clone(),
+        t.dtype,
+    );
+    let copy = into_contiguous(nsc);
+    let shape = t.meta.shape().to_vec();
+    let mut strides = vec![0; shape.len()];
+    // Channels last in memory: spatial axes outermost-first after the batch, channels fastest.
+    let mut stride = c;
+    for d in (2..shape.len()).rev() {
+        strides[d] = stride;
+        stride *= shape[d];
+    }
+    strides[1] = 1;
+    strides[0] = stride;
+    CubeTensor::new(
+        copy.client.clone(),
+        copy.handle.clone(),
+        Metadata::new(shape, strides),
+        copy.device.clone(),
+        copy.dtype,
+    )
 }
 
 fn contiguous(t: CubeTensor) -> (CubeTensor, View3, bool) {

@@ -8,9 +8,9 @@
 //!
 //! Inputs keep their layout when it is contiguous channels-first (NCHW) or channels-last (the
 //! NHWC-strided views CubeCL convolutions return): they are read in place, as vectors, and
-//! `y` / `dx` get the same strides. Other layouts are copied to contiguous first, and so is a
-//! gradient whose layout differs from the input's (with the input, when that is
-//! channels-last), so that the elementwise passes read both at the same offsets.
+//! `y` / `dx` get the same strides. Other layouts are copied to contiguous first, and a
+//! gradient whose layout differs from the input's is copied into the input's, so that the
+//! elementwise passes read both at the same offsets.
 
 mod kernels;
 mod layout;
