@@ -3,7 +3,8 @@
 //!
 //! Forward: per-chunk Welford summaries, one combine per group, one elementwise pass. Groups are
 //! split into as many chunks as it takes to fill the device, so batch 1-2 (the case GroupNorm
-//! exists for) still runs thousands of units. Backward: per-channel sums in chunks, one combine
+//! exists for) still runs thousands of units. Groups small enough for a cube's registers take
+//! one launch instead ([`single_pass_kernel`]). Backward: per-channel sums in chunks, one combine
 //! per group, the parameter gradients, one elementwise pass.
 //!
 //! Inputs keep their layout when it is contiguous channels-first (NCHW) or channels-last (the
@@ -216,6 +217,21 @@ fn forward(
     let client = x.client.clone();
     let [n, c, s] = view.shape;
     let vs = vector_size(&x, if channels_last { c / num_groups } else { s });
+    let group_vecs = c / num_groups * s / vs;
+    let max_block = block_size(&client);
+    if group_vecs <= SINGLE_PASS_VECS * max_block as usize {
+        return single_pass(
+            &x,
+            &view,
+            channels_last,
+            vs,
+            &gamma,
+            &beta,
+            num_groups,
+            epsilon as f32,
+            activation,
+        );
+    }
     let coefs = f32_buffer(&x, 3 * n * c);
     let (mean, rstd, _) = statistics(
         &x,
@@ -269,6 +285,67 @@ fn forward(
             x_dtype,
         );
     }
+    (y, mean, rstd)
+}
+
+/// Groups of at most this many vectors a unit (of a cube of the device's largest size) are
+/// normalized in one launch by [`single_pass_kernel`].
+const SINGLE_PASS_VECS: usize = 4;
+
+/// The forward in one launch, one cube per group: `(y, mean, rstd)`.
+#[allow(clippy::too_many_arguments)]
+fn single_pass(
+    x: &CubeTensor,
+    view: &View3,
+    channels_last: bool,
+    vs: usize,
+    gamma: &CubeTensor,
+    beta: &CubeTensor,
+    num_groups: usize,
+    epsilon: f32,
+    activation: u32,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let client = x.client.clone();
+    let [n, c, s] = view.shape;
+    let rows = n * num_groups;
+    let group_vecs = c / num_groups * s / vs;
+    let block = fitted_block(group_vecs.div_ceil(SINGLE_PASS_VECS), block_size(&client));
+    let per_unit = group_vecs.div_ceil(block as usize);
+    let stats = || {
+        empty_device_contiguous_dtype(
+            client.clone(),
+            x.device.clone(),
+            Shape::new([n, num_groups]),
+            DType::F32,
+        )
+    };
+    let (mean, rstd) = (stats(), stats());
+    let y = empty_like(x);
+    single_pass_kernel::launch(
+        &client,
+        cubes(&client, rows, block),
+        CubeDim::new_1d(block),
+        vs,
+        view.bind(x).into_tensor_arg(),
+        gamma.clone().into_tensor_arg(),
+        beta.clone().into_tensor_arg(),
+        view.bind(&y).into_tensor_arg(),
+        mean.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        n,
+        c,
+        s,
+        num_groups,
+        epsilon,
+        block as usize,
+        per_unit,
+        channels_last,
+        activation,
+        [
+            dtype_to_storage_type(x.dtype),
+            dtype_to_storage_type(gamma.dtype),
+        ],
+    );
     (y, mean, rstd)
 }
 

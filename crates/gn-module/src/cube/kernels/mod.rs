@@ -17,9 +17,11 @@
 
 mod backward;
 mod forward;
+mod single_pass;
 
 pub use backward::*;
 pub use forward::*;
+pub use single_pass::*;
 
 use cubecl::prelude::*;
 

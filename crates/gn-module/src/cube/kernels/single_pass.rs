@@ -1,0 +1,112 @@
+//! The forward in one launch for groups that fit in a cube's registers (a few vectors per
+//! unit): one cube per group reads it once, reduces, and writes `y` from the registers.
+//! Small and medium feature maps (CIFAR-sized, late ResNet stages at batch 1) are launch-bound
+//! on a GPU, and this saves two launches and a read of `x`.
+
+use cubecl::prelude::*;
+
+use super::{activate, cube_welford, lane_welford};
+
+/// Cube `CUBE_POS` normalizes group `CUBE_POS` (of `batch * num_groups`); unit `u` holds the
+/// group's vectors `u, u + CUBE_DIM, ...` (`per_unit` of them at most). Writes `y`, `mean`
+/// and `rstd`. Layouts and shift as in [`super::stats_partial_kernel`].
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+pub fn single_pass_kernel<F: Float, P: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    gamma: &Tensor<P>,
+    beta: &Tensor<P>,
+    y: &mut Tensor<Vector<F, N>>,
+    mean: &mut Tensor<f32>,
+    rstd: &mut Tensor<f32>,
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+    num_groups: usize,
+    epsilon: f32,
+    #[comptime] block: usize,
+    #[comptime] per_unit: usize,
+    #[comptime] channels_last: bool,
+    #[comptime] act: u32,
+    #[define(F, P)] _dtypes: [ElemType; 2],
+) {
+    let lanes = x.vector_size();
+    let row = CUBE_POS;
+    if row >= batch * num_groups {
+        terminate!();
+    }
+    let n = row / num_groups;
+    let g = row % num_groups;
+    let cpg = channels / num_groups;
+    let group_vecs = cpg * spatial / lanes;
+    let spatial_vecs = spatial / lanes;
+    let per_pos = cpg / lanes;
+    let pos_stride = channels / lanes;
+    let mut base = row * group_vecs;
+    if channels_last {
+        base = n * spatial * pos_stride + g * per_pos;
+    }
+    let shift = f32::cast_from(x[base].extract(0usize));
+    let shift_v = Vector::<f32, N>::new(shift);
+
+    // Read once: shifted values into registers, Welford per lane.
+    let mut vals = Array::<Vector<f32, N>>::new(per_unit);
+    let mut count = 0.0f32;
+    let mut mu = Vector::<f32, N>::new(0.0f32);
+    let mut m2 = Vector::<f32, N>::new(0.0f32);
+    #[unroll]
+    for k in 0..per_unit {
+        let j = UNIT_POS as usize + k * CUBE_DIM as usize;
+        let mut d = Vector::<f32, N>::new(0.0f32);
+        if j < group_vecs {
+            let mut i = base + j;
+            if channels_last {
+                i = base + (j / per_pos) * pos_stride + j % per_pos;
+            }
+            d = Vector::<f32, N>::cast_from(x[i]) - shift_v;
+            count += 1.0f32;
+            let delta = d - mu;
+            mu += delta * Vector::<f32, N>::new(1.0f32 / count);
+            m2 += delta * (d - mu);
+        }
+        vals[k] = d;
+    }
+    let (un, umean, um2) = lane_welford(count, mu, m2);
+    let (tn, mean_d, tm2) = cube_welford(un, umean, um2, block);
+    // The population variance; a rounding negative is clamped, NaN stays NaN.
+    let var = tm2 / tn;
+    let var = select(var < 0.0f32, 0.0f32, var);
+    let r = 1.0f32 / (var + epsilon).sqrt();
+    if UNIT_POS == 0 {
+        mean[row] = shift + mean_d;
+        rstd[row] = r;
+    }
+
+    // Write from the registers: y = act(d * a + b), a = rstd * gamma_c, b = beta_c - mean_d * a.
+    #[unroll]
+    for k in 0..per_unit {
+        let j = UNIT_POS as usize + k * CUBE_DIM as usize;
+        if j < group_vecs {
+            let mut a = Vector::<f32, N>::new(0.0f32);
+            let mut b = Vector::<f32, N>::new(0.0f32);
+            let mut i = base + j;
+            if channels_last {
+                i = base + (j / per_pos) * pos_stride + j % per_pos;
+                // The lanes are consecutive channels.
+                let c0 = g * cpg + (j % per_pos) * lanes;
+                #[unroll]
+                for l in 0..lanes {
+                    let al = r * f32::cast_from(gamma[c0 + l]);
+                    a.insert(l, al);
+                    b.insert(l, f32::cast_from(beta[c0 + l]) - mean_d * al);
+                }
+            } else {
+                let c = g * cpg + j / spatial_vecs;
+                let al = r * f32::cast_from(gamma[c]);
+                a = Vector::new(al);
+                b = Vector::new(f32::cast_from(beta[c]) - mean_d * al);
+            }
+            y[i] = Vector::cast_from(activate(vals[k] * a + b, act));
+        }
+    }
+}
