@@ -119,6 +119,16 @@ fn f32_buffer(like: &CubeTensor, len: usize) -> CubeTensor {
     )
 }
 
+/// An f32 `[n, num_groups]` buffer for `mean` or `rstd`.
+fn stats_buffer(like: &CubeTensor, n: usize, num_groups: usize) -> CubeTensor {
+    empty_device_contiguous_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new([n, num_groups]),
+        DType::F32,
+    )
+}
+
 /// An elementwise launch over `units` units.
 fn elementwise(client: &Client, units: usize) -> (CubeCount, CubeDim) {
     let dim = CubeDim::new(client, units);
@@ -147,15 +157,10 @@ fn statistics(
     let chunks = chunks_per_row(rows, group_vecs, max_block as usize);
     let block = fitted_block(group_vecs.div_ceil(chunks * 4), max_block);
     let finalize_block = fitted_block(chunks.max(c / num_groups), max_block);
-    let stats = || {
-        empty_device_contiguous_dtype(
-            client.clone(),
-            x.device.clone(),
-            Shape::new([n, num_groups]),
-            DType::F32,
-        )
-    };
-    let (mean, rstd) = (stats(), stats());
+    let (mean, rstd) = (
+        stats_buffer(x, n, num_groups),
+        stats_buffer(x, n, num_groups),
+    );
     let row_stats = f32_buffer(x, rows * 3);
     let partials = f32_buffer(x, rows * chunks * 3);
     let shifts = f32_buffer(x, rows);
@@ -311,15 +316,10 @@ fn single_pass(
     let group_vecs = c / num_groups * s / vs;
     let block = fitted_block(group_vecs.div_ceil(SINGLE_PASS_VECS), block_size(&client));
     let per_unit = group_vecs.div_ceil(block as usize);
-    let stats = || {
-        empty_device_contiguous_dtype(
-            client.clone(),
-            x.device.clone(),
-            Shape::new([n, num_groups]),
-            DType::F32,
-        )
-    };
-    let (mean, rstd) = (stats(), stats());
+    let (mean, rstd) = (
+        stats_buffer(x, n, num_groups),
+        stats_buffer(x, n, num_groups),
+    );
     let y = empty_like(x);
     single_pass_kernel::launch(
         &client,

@@ -2,7 +2,7 @@
 
 use cubecl::prelude::*;
 
-use super::{activate, chan_combine, cube_welford, lane_welford};
+use super::{activate, chan_combine, cube_welford, group_base, group_vector, lane_welford};
 
 /// Pass 1: cube `CUBE_POS` summarizes chunk `CUBE_POS % chunks` of group `CUBE_POS / chunks`
 /// as `(count, mean, M2)` of the shifted values; the group's first cube also stores the
@@ -38,16 +38,17 @@ pub fn stats_partial_kernel<F: Float, N: Size>(
         start + chunk_len,
         group_vecs,
     );
-    // Channels-first: the group is one run of vectors. Channels-last: `cpg / lanes` vectors at
-    // each position, positions `channels / lanes` vectors apart.
     let per_pos = cpg / lanes;
     let pos_stride = channels / lanes;
-    let mut base = row * group_vecs;
-    if channels_last {
-        let n = row / num_groups;
-        let g = row % num_groups;
-        base = n * spatial * pos_stride + g * per_pos;
-    }
+    let base = group_base(
+        row,
+        group_vecs,
+        spatial,
+        num_groups,
+        per_pos,
+        pos_stride,
+        channels_last,
+    );
     let shift = f32::cast_from(x[base].extract(0usize));
     let shift_v = Vector::<f32, N>::new(shift);
 
@@ -56,10 +57,7 @@ pub fn stats_partial_kernel<F: Float, N: Size>(
     let mut m2 = Vector::<f32, N>::new(0.0f32);
     let mut j = start + UNIT_POS as usize;
     while j < end {
-        let mut i = base + j;
-        if channels_last {
-            i = base + (j / per_pos) * pos_stride + j % per_pos;
-        }
+        let i = group_vector(base, j, per_pos, pos_stride, channels_last);
         let d = Vector::<f32, N>::cast_from(x[i]) - shift_v;
         // Every lane has seen the same count: one division per vector.
         count += 1.0f32;

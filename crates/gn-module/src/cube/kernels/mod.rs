@@ -63,6 +63,42 @@ fn activation_grad<N: Size>(
     out
 }
 
+/// Where group `row` starts, in vectors: channels-first, the group is one run of vectors;
+/// channels-last, `per_pos = cpg / lanes` vectors at each position, positions
+/// `pos_stride = channels / lanes` vectors apart.
+#[cube]
+fn group_base(
+    row: usize,
+    group_vecs: usize,
+    spatial: usize,
+    num_groups: usize,
+    per_pos: usize,
+    pos_stride: usize,
+    #[comptime] channels_last: bool,
+) -> usize {
+    let mut base = row * group_vecs;
+    if channels_last {
+        base = (row / num_groups) * spatial * pos_stride + (row % num_groups) * per_pos;
+    }
+    base
+}
+
+/// The buffer index of the group's vector `j` (see [`group_base`]).
+#[cube]
+fn group_vector(
+    base: usize,
+    j: usize,
+    per_pos: usize,
+    pos_stride: usize,
+    #[comptime] channels_last: bool,
+) -> usize {
+    let mut i = base + j;
+    if channels_last {
+        i = base + (j / per_pos) * pos_stride + j % per_pos;
+    }
+    i
+}
+
 /// The sum of a vector's lanes.
 #[cube]
 fn lane_sum<N: Size>(v: Vector<f32, N>) -> f32 {

@@ -5,7 +5,7 @@
 
 use cubecl::prelude::*;
 
-use super::{activate, cube_welford, lane_welford};
+use super::{activate, cube_welford, group_base, group_vector, lane_welford};
 
 /// Cube `CUBE_POS` normalizes group `CUBE_POS` (of `batch * num_groups`); unit `u` holds the
 /// group's vectors `u, u + CUBE_DIM, ...` (`per_unit` of them at most). Writes `y`, `mean`
@@ -35,17 +35,21 @@ pub fn single_pass_kernel<F: Float, P: Float, N: Size>(
     if row >= batch * num_groups {
         terminate!();
     }
-    let n = row / num_groups;
     let g = row % num_groups;
     let cpg = channels / num_groups;
     let group_vecs = cpg * spatial / lanes;
     let spatial_vecs = spatial / lanes;
     let per_pos = cpg / lanes;
     let pos_stride = channels / lanes;
-    let mut base = row * group_vecs;
-    if channels_last {
-        base = n * spatial * pos_stride + g * per_pos;
-    }
+    let base = group_base(
+        row,
+        group_vecs,
+        spatial,
+        num_groups,
+        per_pos,
+        pos_stride,
+        channels_last,
+    );
     let shift = f32::cast_from(x[base].extract(0usize));
     let shift_v = Vector::<f32, N>::new(shift);
 
@@ -59,10 +63,7 @@ pub fn single_pass_kernel<F: Float, P: Float, N: Size>(
         let j = UNIT_POS as usize + k * CUBE_DIM as usize;
         let mut d = Vector::<f32, N>::new(0.0f32);
         if j < group_vecs {
-            let mut i = base + j;
-            if channels_last {
-                i = base + (j / per_pos) * pos_stride + j % per_pos;
-            }
+            let i = group_vector(base, j, per_pos, pos_stride, channels_last);
             d = Vector::<f32, N>::cast_from(x[i]) - shift_v;
             count += 1.0f32;
             let delta = d - mu;
@@ -89,9 +90,8 @@ pub fn single_pass_kernel<F: Float, P: Float, N: Size>(
         if j < group_vecs {
             let mut a = Vector::<f32, N>::new(0.0f32);
             let mut b = Vector::<f32, N>::new(0.0f32);
-            let mut i = base + j;
+            let i = group_vector(base, j, per_pos, pos_stride, channels_last);
             if channels_last {
-                i = base + (j / per_pos) * pos_stride + j % per_pos;
                 // The lanes are consecutive channels.
                 let c0 = g * cpg + (j % per_pos) * lanes;
                 #[unroll]
