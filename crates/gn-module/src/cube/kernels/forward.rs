@@ -2,7 +2,10 @@
 
 use cubecl::prelude::*;
 
-use super::{activate, chan_combine, cube_welford, group_base, group_vector, lane_welford};
+use super::{
+    activate, chan_combine, cube_welford, group_base, group_vector, lane_welford, rstd_of,
+    welford_push,
+};
 
 /// Pass 1: cube `CUBE_POS` summarizes chunk `CUBE_POS % chunks` of group `CUBE_POS / chunks`
 /// as `(count, mean, M2)` of the shifted values; the group's first cube also stores the
@@ -59,11 +62,8 @@ pub fn stats_partial_kernel<F: Float, N: Size>(
     while j < end {
         let i = group_vector(base, j, per_pos, pos_stride, channels_last);
         let d = Vector::<f32, N>::cast_from(x[i]) - shift_v;
-        // Every lane has seen the same count: one division per vector.
         count += 1.0f32;
-        let delta = d - mean;
-        mean += delta * Vector::<f32, N>::new(1.0f32 / count);
-        m2 += delta * (d - mean);
+        (mean, m2) = welford_push(d, count, mean, m2);
         j += CUBE_DIM as usize;
     }
     let (un, umean, um2) = lane_welford(count, mean, m2);
@@ -120,10 +120,7 @@ pub fn stats_finalize_kernel<P: Float>(
     }
     let (tn, mean_d, tm2) = cube_welford(count, mu, m2, block);
     let shift = shifts[row];
-    // The population variance; a rounding negative is clamped, NaN stays NaN.
-    let var = tm2 / tn;
-    let var = select(var < 0.0f32, 0.0f32, var);
-    let r = 1.0f32 / (var + epsilon).sqrt();
+    let r = rstd_of(tm2, tn, epsilon);
     if UNIT_POS == 0 {
         mean[row] = shift + mean_d;
         rstd[row] = r;

@@ -130,6 +130,29 @@ fn chan_combine(
     )
 }
 
+/// Welford's update of per-lane `(mean, M2)` with `d`, the `count`-th value of every lane (one
+/// division per vector).
+#[cube]
+fn welford_push<N: Size>(
+    d: Vector<f32, N>,
+    count: f32,
+    mean: Vector<f32, N>,
+    m2: Vector<f32, N>,
+) -> (Vector<f32, N>, Vector<f32, N>) {
+    let delta = d - mean;
+    let mean = mean + delta * Vector::<f32, N>::new(1.0f32 / count);
+    (mean, m2 + delta * (d - mean))
+}
+
+/// `1 / sqrt(var + epsilon)` of the population variance `m2 / count`; a rounding negative
+/// variance is clamped, NaN stays NaN.
+#[cube]
+fn rstd_of(m2: f32, count: f32, epsilon: f32) -> f32 {
+    let var = m2 / count;
+    let var = select(var < 0.0f32, 0.0f32, var);
+    1.0f32 / (var + epsilon).sqrt()
+}
+
 /// One `(count, mean, M2)` from per-lane Welford summaries that all hold `count` values.
 #[cube]
 fn lane_welford<N: Size>(count: f32, mean: Vector<f32, N>, m2: Vector<f32, N>) -> (f32, f32, f32) {

@@ -5,7 +5,9 @@
 
 use cubecl::prelude::*;
 
-use super::{activate, cube_welford, group_base, group_vector, lane_welford};
+use super::{
+    activate, cube_welford, group_base, group_vector, lane_welford, rstd_of, welford_push,
+};
 
 /// Cube `CUBE_POS` normalizes group `CUBE_POS` (of `batch * num_groups`); unit `u` holds the
 /// group's vectors `u, u + CUBE_DIM, ...` (`per_unit` of them at most). Writes `y`, `mean`
@@ -66,18 +68,13 @@ pub fn single_pass_kernel<F: Float, P: Float, N: Size>(
             let i = group_vector(base, j, per_pos, pos_stride, channels_last);
             d = Vector::<f32, N>::cast_from(x[i]) - shift_v;
             count += 1.0f32;
-            let delta = d - mu;
-            mu += delta * Vector::<f32, N>::new(1.0f32 / count);
-            m2 += delta * (d - mu);
+            (mu, m2) = welford_push(d, count, mu, m2);
         }
         vals[k] = d;
     }
     let (un, umean, um2) = lane_welford(count, mu, m2);
     let (tn, mean_d, tm2) = cube_welford(un, umean, um2, block);
-    // The population variance; a rounding negative is clamped, NaN stays NaN.
-    let var = tm2 / tn;
-    let var = select(var < 0.0f32, 0.0f32, var);
-    let r = 1.0f32 / (var + epsilon).sqrt();
+    let r = rstd_of(tm2, tn, epsilon);
     if UNIT_POS == 0 {
         mean[row] = shift + mean_d;
         rstd[row] = r;
