@@ -120,29 +120,45 @@ multiversion! {
         stream: bool,
     ) -> [f64; 2] {
         let s = x.s;
-        let first = x.index(n, c0, 0);
-        let k = x.data[first].to_real();
+        let k = x.data[x.index(n, c0, 0)].to_real();
+        // The group's rows, when adjacent, are read as one run: narrow types then widen it a
+        // piece at a time instead of row by row (rows can be as short as 49 values).
+        let run = x.channel_run(n, c0, cpg);
         let mut acc = [0f64; 2];
-        if x.sc == s {
-            // The group's rows are adjacent: one long run.
-            read_chunks!(E, &x.data[first..first + cpg * s], |chunk| {
-                rows::shifted_sums(chunk, k, &mut acc)
-            });
-        } else {
-            for c in c0..c0 + cpg {
-                read_chunks!(E, x.channel(n, c), |chunk| rows::shifted_sums(chunk, k, &mut acc));
+        match run {
+            Some(run) => read_chunks!(E, run, |chunk| rows::shifted_sums(chunk, k, &mut acc)),
+            None => {
+                for c in c0..c0 + cpg {
+                    read_chunks!(E, x.channel(n, c), |chunk| rows::shifted_sums(chunk, k, &mut acc));
+                }
             }
         }
         let (mean_d, rstd) = group_stats(acc[0], acc[1], (cpg * s) as f64, epsilon);
         let mut streamed = false;
-        for (j, out_row) in out.chunks_mut(s).enumerate() {
-            let c = c0 + j;
-            let a = rstd * gamma[c];
-            let b = beta[c] - mean_d * a;
-            let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
-            write_chunks!(E, x.channel(n, c), out_row, |src, dst| {
-                streamed |= rows::normalize_out::<E::Real, ACT>(src, dst, k, a, b, stream)
-            });
+        // A macro, not a closure: a closure that LLVM does not inline is compiled without the
+        // enclosing function's AVX2 features.
+        macro_rules! row {
+            ($j:expr, $src:expr, $dst:expr) => {{
+                let a = rstd * gamma[c0 + $j];
+                let b = beta[c0 + $j] - mean_d * a;
+                let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
+                streamed |= rows::normalize_out::<E::Real, ACT>($src, $dst, k, a, b, stream);
+            }};
+        }
+        match run {
+            Some(run) => {
+                let mut pos = 0;
+                write_chunks!(E, run, out, |src, dst| {
+                    rows::row_pieces!(pos, src.len(), s, |j, r| {
+                        row!(j, &src[r.clone()], &mut dst[r])
+                    });
+                });
+            }
+            None => {
+                for (j, out_row) in out.chunks_mut(s).enumerate() {
+                    write_chunks!(E, x.channel(n, c0 + j), out_row, |src, dst| row!(j, src, dst));
+                }
+            }
         }
         #[cfg(target_arch = "x86_64")]
         if streamed {
@@ -276,58 +292,101 @@ multiversion! {
         let s = x.s;
         let k = x.data[x.index(n, c0, 0)].to_real();
         let group_len = (cpg * s) as f64;
+        // Adjacent rows are read as runs, as in the forward.
+        let x_run = x.channel_run(n, c0, cpg);
+        let dy_run = match &dy {
+            Grad::Read(view) => view.channel_run(n, c0, cpg),
+            Grad::InPlace(chunk) => Some(&**chunk),
+        };
+        let runs = x_run.zip(dy_run);
         // The activation's derivative needs the pre-activation output, hence the group mean,
         // before the sums: one extra pass over x (from cache).
         let mut mean_d = 0.0;
         if ACT != ACT_NONE {
-            for c in c0..c0 + cpg {
-                read_chunks!(E, x.channel(n, c), |chunk| rows::shifted_sum(chunk, k, &mut mean_d));
+            match x_run {
+                Some(run) => read_chunks!(E, run, |chunk| rows::shifted_sum(chunk, k, &mut mean_d)),
+                None => {
+                    for c in c0..c0 + cpg {
+                        read_chunks!(E, x.channel(n, c), |chunk| {
+                            rows::shifted_sum(chunk, k, &mut mean_d)
+                        });
+                    }
+                }
             }
             mean_d /= group_len;
         }
-        let coef = |c: usize, mean_d: f64| {
-            let a = rstd * gamma[c];
-            (a, beta[c] - mean_d * a)
+        let coef = |j: usize, mean_d: f64| {
+            let a = rstd * gamma[c0 + j];
+            let b = beta[c0 + j] - mean_d * a;
+            (E::Real::from_f64(a), E::Real::from_f64(b))
         };
+        sums.fill([0.0; 2]);
         let mut total = 0.0;
-        for (j, pq) in sums.iter_mut().enumerate() {
-            let c = c0 + j;
-            let (a, b) = coef(c, mean_d);
-            let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
-            let mut acc = [0f64; 3];
-            let dy_row = match &dy {
-                Grad::Read(view) => view.channel(n, c),
-                Grad::InPlace(chunk) => &chunk[j * s..(j + 1) * s],
-            };
-            read2_chunks!(E, x.channel(n, c), dy_row, |xs, gs| {
-                rows::backward_sums::<E::Real, ACT>(xs, gs, k, a, b, &mut acc)
-            });
-            *pq = [acc[0], acc[1]];
-            total += acc[2];
+        // Macros, not closures, as in the forward.
+        macro_rules! add_sums {
+            ($j:expr, $xs:expr, $gs:expr) => {{
+                let (a, b) = coef($j, mean_d);
+                let mut acc = [0f64; 3];
+                rows::backward_sums::<E::Real, ACT>($xs, $gs, k, a, b, &mut acc);
+                sums[$j][0] += acc[0];
+                sums[$j][1] += acc[1];
+                total += acc[2];
+            }};
+        }
+        match runs {
+            Some((xr, gr)) => {
+                let mut pos = 0;
+                read2_chunks!(E, xr, gr, |xs, gs| {
+                    rows::row_pieces!(pos, xs.len(), s, |j, r| {
+                        add_sums!(j, &xs[r.clone()], &gs[r])
+                    })
+                });
+            }
+            None => {
+                for j in 0..cpg {
+                    let dy_row = match &dy {
+                        Grad::Read(view) => view.channel(n, c0 + j),
+                        Grad::InPlace(chunk) => &chunk[j * s..(j + 1) * s],
+                    };
+                    read2_chunks!(E, x.channel(n, c0 + j), dy_row, |xs, gs| add_sums!(j, xs, gs));
+                }
+            }
         }
         if ACT == ACT_NONE {
             mean_d = total / group_len;
         }
         let coefs = BackwardCoefs::from_sums(sums, &gamma[c0..c0 + cpg], mean_d, rstd, group_len);
         let (cx, c0r) = (E::Real::from_f64(coefs.cx), E::Real::from_f64(coefs.c0));
+        macro_rules! apply {
+            ($j:expr, $xs:expr, $gs:expr, $dst:expr) => {{
+                let (a, b) = coef($j, mean_d);
+                rows::backward_apply::<E::Real, ACT>($xs, $gs, $dst, k, a, b, cx, c0r)
+            }};
+        }
         match (dy, out) {
-            (Grad::Read(dy), Some(out)) => {
-                for (j, out_row) in out.chunks_mut(s).enumerate() {
-                    let c = c0 + j;
-                    let (a, b) = coef(c, mean_d);
-                    let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
-                    write2_chunks!(E, x.channel(n, c), dy.channel(n, c), out_row, |xs, gs, dst| {
-                        rows::backward_apply::<E::Real, ACT>(xs, gs, dst, k, a, b, cx, c0r)
+            (Grad::Read(dy), Some(out)) => match x_run.zip(dy.channel_run(n, c0, cpg)) {
+                Some((xr, gr)) => {
+                    let mut pos = 0;
+                    write2_chunks!(E, xr, gr, out, |xs, gs, dst| {
+                        rows::row_pieces!(pos, xs.len(), s, |j, r| {
+                            apply!(j, &xs[r.clone()], &gs[r.clone()], &mut dst[r])
+                        })
                     });
                 }
-            }
+                None => {
+                    for (j, out_row) in out.chunks_mut(s).enumerate() {
+                        let c = c0 + j;
+                        write2_chunks!(E, x.channel(n, c), dy.channel(n, c), out_row, |xs, gs, dst| {
+                            apply!(j, xs, gs, dst)
+                        });
+                    }
+                }
+            },
             (Grad::InPlace(chunk), _) => {
                 let chunk = E::native_mut(chunk).expect("in-place backward is for f32 and f64");
                 for (j, row) in chunk.chunks_mut(s).enumerate() {
-                    let c = c0 + j;
-                    let (a, b) = coef(c, mean_d);
-                    let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
-                    let xs = E::native(x.channel(n, c)).expect("native like dy");
+                    let (a, b) = coef(j, mean_d);
+                    let xs = E::native(x.channel(n, c0 + j)).expect("native like dy");
                     rows::backward_apply_inplace::<E::Real, ACT>(xs, row, k, a, b, cx, c0r);
                 }
             }

@@ -7,7 +7,7 @@ use core::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 use half::{bf16, f16};
 
 /// How many elements of a narrow float row are widened at a time (stays in L1).
-const CHUNK: usize = 512;
+pub(crate) const CHUNK: usize = 512;
 
 /// The arithmetic type of the kernels.
 pub(crate) trait Real:
@@ -67,9 +67,9 @@ impl Real for f64 {
 
 /// A tensor element the CPU kernels read and write.
 ///
-/// f32 and f64 are computed on in place ([`native`](CpuElem::native)); f16 and bf16 go through
-/// the chunk helpers, which widen small pieces into buffers. The [`read_chunks`] family of
-/// macros picks the path, so the native one has no closure in the way of inlining.
+/// f32 and f64 are computed on in place ([`native`](CpuElem::native)); f16 and bf16 are widened
+/// a piece at a time into stack buffers ([`widen_piece`](CpuElem::widen_piece)). The
+/// [`read_chunks`] family of macros picks the path and runs the loops without closures.
 pub(crate) trait CpuElem: Copy + Send + Sync + Default + 'static {
     type Real: Real;
 
@@ -84,39 +84,35 @@ pub(crate) trait CpuElem: Copy + Send + Sync + Default + 'static {
     /// `data` itself, writable, when the element is its own arithmetic type.
     fn native_mut(data: &mut [Self]) -> Option<&mut [Self::Real]>;
 
-    /// Calls `f` on consecutive pieces of `src`, widened.
-    fn for_chunks(src: &[Self], f: impl FnMut(&[Self::Real]));
-
-    /// Calls `f` on consecutive pieces of `a` and `b` (same length), widened.
-    fn zip_chunks(a: &[Self], b: &[Self], f: impl FnMut(&[Self::Real], &[Self::Real]));
-
-    /// Calls `f` on pieces of `src` and fills `dst` (same length) with what it writes.
-    fn map_chunks(
+    /// Widens `src` (at most [`CHUNK`] values, narrow types only) into the front of `buf`;
+    /// returns the widened values.
+    fn widen_piece<'b>(
         src: &[Self],
-        dst: &mut [MaybeUninit<Self>],
-        f: impl FnMut(&[Self::Real], &mut [MaybeUninit<Self::Real>]),
-    );
+        buf: &'b mut [MaybeUninit<Self::Real>; CHUNK],
+    ) -> &'b [Self::Real];
 
-    /// Calls `f` on pieces of `a` and `b` and fills `dst` (all the same length).
-    fn zip_map_chunks(
-        a: &[Self],
-        b: &[Self],
-        dst: &mut [MaybeUninit<Self>],
-        f: impl FnMut(&[Self::Real], &[Self::Real], &mut [MaybeUninit<Self::Real>]),
-    );
+    /// Narrows `src` into `dst` (same length; narrow types only).
+    fn narrow_piece(src: &[Self::Real], dst: &mut [MaybeUninit<Self>]);
 }
 
 /// Runs `$body` with `$chunk` bound to the widened values of `$src`, piece by piece (one
 /// piece, the slice itself, for f32 and f64).
+///
+/// Macros, not functions taking closures: a closure that LLVM does not inline is compiled
+/// without the AVX2 features of the kernel around it.
 macro_rules! read_chunks {
     ($e:ty, $src:expr, |$chunk:ident| $body:expr) => {
         match <$e as $crate::cpu::elem::CpuElem>::native($src) {
             Some($chunk) => {
                 $body;
             }
-            None => <$e as $crate::cpu::elem::CpuElem>::for_chunks($src, |$chunk| {
-                $body;
-            }),
+            None => {
+                let mut buf = $crate::cpu::elem::piece_buf::<$e>();
+                for piece in $src.chunks($crate::cpu::elem::CHUNK) {
+                    let $chunk = <$e as $crate::cpu::elem::CpuElem>::widen_piece(piece, &mut buf);
+                    $body;
+                }
+            }
         }
     };
 }
@@ -131,9 +127,20 @@ macro_rules! read2_chunks {
             (Some($ca), Some($cb)) => {
                 $body;
             }
-            _ => <$e as $crate::cpu::elem::CpuElem>::zip_chunks($a, $b, |$ca, $cb| {
-                $body;
-            }),
+            _ => {
+                let (mut buf_a, mut buf_b) = (
+                    $crate::cpu::elem::piece_buf::<$e>(),
+                    $crate::cpu::elem::piece_buf::<$e>(),
+                );
+                let pieces = $a
+                    .chunks($crate::cpu::elem::CHUNK)
+                    .zip($b.chunks($crate::cpu::elem::CHUNK));
+                for (pa, pb) in pieces {
+                    let $ca = <$e as $crate::cpu::elem::CpuElem>::widen_piece(pa, &mut buf_a);
+                    let $cb = <$e as $crate::cpu::elem::CpuElem>::widen_piece(pb, &mut buf_b);
+                    $body;
+                }
+            }
         }
     };
 }
@@ -149,9 +156,25 @@ macro_rules! write_chunks {
                 }
                 None => unreachable!("native input, native output"),
             },
-            None => <$e as $crate::cpu::elem::CpuElem>::map_chunks($src, $dst, |$chunk, $out| {
-                $body;
-            }),
+            None => {
+                let (mut buf_in, mut buf_out) = (
+                    $crate::cpu::elem::piece_buf::<$e>(),
+                    $crate::cpu::elem::piece_buf::<$e>(),
+                );
+                let pieces = $src
+                    .chunks($crate::cpu::elem::CHUNK)
+                    .zip($dst.chunks_mut($crate::cpu::elem::CHUNK));
+                for (ps, pd) in pieces {
+                    let $chunk = <$e as $crate::cpu::elem::CpuElem>::widen_piece(ps, &mut buf_in);
+                    {
+                        let $out = &mut buf_out[..ps.len()];
+                        $body;
+                    }
+                    // SAFETY: `$body` wrote its whole output piece.
+                    let out = unsafe { $crate::cpu::elem::assume_init_ref(&buf_out[..ps.len()]) };
+                    <$e as $crate::cpu::elem::CpuElem>::narrow_piece(out, pd);
+                }
+            }
         }
     };
 }
@@ -169,16 +192,36 @@ macro_rules! write2_chunks {
                 }
                 None => unreachable!("native input, native output"),
             },
-            _ => <$e as $crate::cpu::elem::CpuElem>::zip_map_chunks(
-                $a,
-                $b,
-                $dst,
-                |$ca, $cb, $out| {
-                    $body;
-                },
-            ),
+            _ => {
+                let (mut buf_a, mut buf_b, mut buf_out) = (
+                    $crate::cpu::elem::piece_buf::<$e>(),
+                    $crate::cpu::elem::piece_buf::<$e>(),
+                    $crate::cpu::elem::piece_buf::<$e>(),
+                );
+                let pieces = $a
+                    .chunks($crate::cpu::elem::CHUNK)
+                    .zip($b.chunks($crate::cpu::elem::CHUNK))
+                    .zip($dst.chunks_mut($crate::cpu::elem::CHUNK));
+                for ((pa, pb), pd) in pieces {
+                    let $ca = <$e as $crate::cpu::elem::CpuElem>::widen_piece(pa, &mut buf_a);
+                    let $cb = <$e as $crate::cpu::elem::CpuElem>::widen_piece(pb, &mut buf_b);
+                    {
+                        let $out = &mut buf_out[..pa.len()];
+                        $body;
+                    }
+                    // SAFETY: `$body` wrote its whole output piece.
+                    let out = unsafe { $crate::cpu::elem::assume_init_ref(&buf_out[..pa.len()]) };
+                    <$e as $crate::cpu::elem::CpuElem>::narrow_piece(out, pd);
+                }
+            }
         }
     };
+}
+
+/// An uninitialized buffer for one widened piece (no time spent zeroing it).
+#[inline(always)]
+pub(crate) fn piece_buf<E: CpuElem>() -> [MaybeUninit<E::Real>; CHUNK] {
+    [MaybeUninit::uninit(); CHUNK]
 }
 
 pub(crate) use {read_chunks, read2_chunks, write_chunks, write2_chunks};
@@ -225,30 +268,11 @@ macro_rules! native_elem {
             fn native_mut(data: &mut [Self]) -> Option<&mut [Self::Real]> {
                 Some(data)
             }
-            #[inline(always)]
-            fn for_chunks(src: &[Self], mut f: impl FnMut(&[Self::Real])) {
-                f(src)
+            fn widen_piece<'b>(_: &[Self], _: &'b mut [MaybeUninit<Self>; CHUNK]) -> &'b [Self] {
+                unreachable!("native elements are read in place")
             }
-            #[inline(always)]
-            fn zip_chunks(a: &[Self], b: &[Self], mut f: impl FnMut(&[Self::Real], &[Self::Real])) {
-                f(a, b)
-            }
-            #[inline(always)]
-            fn map_chunks(
-                src: &[Self],
-                dst: &mut [MaybeUninit<Self>],
-                mut f: impl FnMut(&[Self::Real], &mut [MaybeUninit<Self::Real>]),
-            ) {
-                f(src, dst)
-            }
-            #[inline(always)]
-            fn zip_map_chunks(
-                a: &[Self],
-                b: &[Self],
-                dst: &mut [MaybeUninit<Self>],
-                mut f: impl FnMut(&[Self::Real], &[Self::Real], &mut [MaybeUninit<Self::Real>]),
-            ) {
-                f(a, b, dst)
+            fn narrow_piece(_: &[Self], _: &mut [MaybeUninit<Self>]) {
+                unreachable!("native elements are written in place")
             }
         }
     };
@@ -278,52 +302,13 @@ macro_rules! half_elem {
             fn native_mut(_: &mut [Self]) -> Option<&mut [f32]> {
                 None
             }
-            fn for_chunks(src: &[Self], mut f: impl FnMut(&[f32])) {
-                let mut buf = [MaybeUninit::<f32>::uninit(); CHUNK];
-                for piece in src.chunks(CHUNK) {
-                    f(widen(piece, &mut buf));
-                }
+            #[inline(always)]
+            fn widen_piece<'b>(src: &[Self], buf: &'b mut [MaybeUninit<f32>; CHUNK]) -> &'b [f32] {
+                widen(src, buf)
             }
-            fn zip_chunks(a: &[Self], b: &[Self], mut f: impl FnMut(&[f32], &[f32])) {
-                let mut buf_a = [MaybeUninit::<f32>::uninit(); CHUNK];
-                let mut buf_b = [MaybeUninit::<f32>::uninit(); CHUNK];
-                for (pa, pb) in a.chunks(CHUNK).zip(b.chunks(CHUNK)) {
-                    f(widen(pa, &mut buf_a), widen(pb, &mut buf_b));
-                }
-            }
-            fn map_chunks(
-                src: &[Self],
-                dst: &mut [MaybeUninit<Self>],
-                mut f: impl FnMut(&[f32], &mut [MaybeUninit<f32>]),
-            ) {
-                let mut buf_in = [MaybeUninit::<f32>::uninit(); CHUNK];
-                let mut buf_out = [MaybeUninit::<f32>::uninit(); CHUNK];
-                for (ps, pd) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
-                    let out = &mut buf_out[..ps.len()];
-                    f(widen(ps, &mut buf_in), out);
-                    // SAFETY: the kernels write their whole output piece.
-                    <$ty as Half>::narrow(unsafe { assume_init_ref(out) }, pd);
-                }
-            }
-            fn zip_map_chunks(
-                a: &[Self],
-                b: &[Self],
-                dst: &mut [MaybeUninit<Self>],
-                mut f: impl FnMut(&[f32], &[f32], &mut [MaybeUninit<f32>]),
-            ) {
-                let mut buf_a = [MaybeUninit::<f32>::uninit(); CHUNK];
-                let mut buf_b = [MaybeUninit::<f32>::uninit(); CHUNK];
-                let mut buf_out = [MaybeUninit::<f32>::uninit(); CHUNK];
-                for ((pa, pb), pd) in a
-                    .chunks(CHUNK)
-                    .zip(b.chunks(CHUNK))
-                    .zip(dst.chunks_mut(CHUNK))
-                {
-                    let out = &mut buf_out[..pa.len()];
-                    f(widen(pa, &mut buf_a), widen(pb, &mut buf_b), out);
-                    // SAFETY: the kernels write their whole output piece.
-                    <$ty as Half>::narrow(unsafe { assume_init_ref(out) }, pd);
-                }
+            #[inline(always)]
+            fn narrow_piece(src: &[f32], dst: &mut [MaybeUninit<Self>]) {
+                <$ty as Half>::narrow(src, dst)
             }
         }
     };
@@ -345,9 +330,9 @@ fn widen<'b, T: Half>(src: &[T], buf: &'b mut [MaybeUninit<f32>; CHUNK]) -> &'b 
 ///
 /// Every element of `values` must be initialized.
 #[inline(always)]
-unsafe fn assume_init_ref(values: &[MaybeUninit<f32>]) -> &[f32] {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; initialized by the caller's contract.
-    unsafe { &*(values as *const [MaybeUninit<f32>] as *const [f32]) }
+pub(crate) unsafe fn assume_init_ref<T>(values: &[MaybeUninit<T>]) -> &[T] {
+    // SAFETY: `MaybeUninit<T>` has the layout of `T`; initialized by the caller's contract.
+    unsafe { &*(values as *const [MaybeUninit<T>] as *const [T]) }
 }
 
 /// A 16-bit float converted a slice at a time, writing every element of the destination.
@@ -426,6 +411,7 @@ mod f16c {
     /// # Safety
     ///
     /// The CPU must support F16C and AVX; `src` and `dst` must have the same length.
+    #[inline]
     #[target_feature(enable = "avx,f16c")]
     pub(super) unsafe fn widen(src: &[f16], dst: &mut [MaybeUninit<f32>]) {
         let n = src.len();
@@ -455,6 +441,7 @@ mod f16c {
     /// # Safety
     ///
     /// The CPU must support F16C and AVX; `src` and `dst` must have the same length.
+    #[inline]
     #[target_feature(enable = "avx,f16c")]
     pub(super) unsafe fn narrow(src: &[f32], dst: &mut [MaybeUninit<f16>]) {
         let n = src.len();

@@ -25,7 +25,7 @@ mod simd;
 pub(crate) use channels_first::{backward_inplace, forward_inplace};
 pub(crate) use elem::CpuElem;
 
-/// Generates a function that runs its body compiled for AVX2 + FMA when the CPU has them
+/// Generates a function that runs its body compiled for AVX2, FMA and F16C when the CPU has them
 /// (detected at run time) and for the baseline target otherwise.
 macro_rules! multiversion {
     (
@@ -42,13 +42,14 @@ macro_rules! multiversion {
 
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx2,fma")]
+                #[target_feature(enable = "avx2,fma,f16c")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2<E: CpuElem, const ACT: u32>($($arg: $ty),*) $(-> $ret)? {
                     body::<E, ACT>($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
                 {
                     // SAFETY: the CPU was just checked to support the enabled features.
                     return unsafe { avx2::<E, ACT>($($arg),*) };
@@ -103,6 +104,16 @@ impl<'a, E> View<'a, E> {
     pub fn channel(&self, n: usize, c: usize) -> &'a [E] {
         let start = self.index(n, c, 0);
         &self.data[start..start + self.s]
+    }
+
+    /// The `cpg` channels from `c0` of sample `n` as one slice of `cpg * S` values, when they
+    /// are adjacent (channels-first views whose channel stride is `S`).
+    #[inline(always)]
+    pub fn channel_run(&self, n: usize, c0: usize, cpg: usize) -> Option<&'a [E]> {
+        (self.sc == self.s && (self.ss == 1 || self.s == 1)).then(|| {
+            let start = self.index(n, c0, 0);
+            &self.data[start..start + cpg * self.s]
+        })
     }
 
     /// The `C` values at position `s` of sample `n` (channels-last views).

@@ -78,6 +78,86 @@ fn to_f32<R: Real>(v: R) -> f32 {
     v.to_f64() as f32
 }
 
+/// [`normalize`] over `n` values through [`super::simd::normalize`] when that applies (f32
+/// on AVX2, no activation or ReLU, `n >= 8`); `dst` may be `src`. Returns whether it ran.
+#[inline(always)]
+fn simd_normalize<R: Real, const ACT: u32>(
+    src: *const R,
+    dst: *mut R,
+    n: usize,
+    k: R,
+    a: R,
+    b: R,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if ACT != ACT_SILU && as_f32_simd::<R>(&[]).is_some() {
+        let (k, a, b) = (to_f32(k), to_f32(a), to_f32(b));
+        let (src, dst) = (src.cast::<f32>(), dst.cast::<f32>());
+        // SAFETY: R is f32 and the CPU has AVX2 and FMA (as_f32_simd); the callers pass
+        // slices of n values, the same or disjoint.
+        return unsafe {
+            if ACT == ACT_RELU {
+                super::simd::normalize::<ACT_RELU>(src, dst, n, k, a, b)
+            } else {
+                super::simd::normalize::<ACT_NONE>(src, dst, n, k, a, b)
+            }
+        };
+    }
+    let _ = (src, dst, n, k, a, b);
+    false
+}
+
+/// The backward's elementwise pass through [`super::simd::backward_apply`] when that applies
+/// (as for [`simd_normalize`]); `dx` (as long as `x`) may be `dy`. Returns whether it ran.
+#[inline(always)]
+fn simd_backward_apply<R: Real, const ACT: u32>(
+    x: &[R],
+    dy: *const R,
+    dx: *mut R,
+    coefs: [R; 5],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if ACT != ACT_SILU && as_f32_simd(x).is_some() {
+        let (c, n) = (coefs.map(to_f32), x.len());
+        let (x, dy, dx) = (x.as_ptr().cast::<f32>(), dy.cast::<f32>(), dx.cast::<f32>());
+        // SAFETY: R is f32 and the CPU has AVX2 and FMA (as_f32_simd); the callers pass dy and
+        // dx of x's length, dx the same as dy or disjoint from both inputs.
+        return unsafe {
+            if ACT == ACT_RELU {
+                super::simd::backward_apply::<ACT_RELU>(x, dy, dx, n, c)
+            } else {
+                super::simd::backward_apply::<ACT_NONE>(x, dy, dx, n, c)
+            }
+        };
+    }
+    let _ = (x, dy, dx, coefs);
+    false
+}
+
+/// Splits the next piece of a run of rows of `$s` values, `$pos..$pos + $len`, at the row
+/// ends: runs `$body` with `$row` the row index and `$range` the piece's part of it (relative
+/// to the piece), then moves `$pos` (a `usize` place) past the piece. A macro for the reason
+/// the chunk macros are.
+macro_rules! row_pieces {
+    ($pos:expr, $len:expr, $s:expr, |$row:ident, $range:ident| $body:expr) => {{
+        let (start, len, s): (usize, usize, usize) = ($pos, $len, $s);
+        let mut i = 0;
+        while i < len {
+            let $row = (start + i) / s;
+            let end = (($row + 1) * s - start).min(len);
+            let $range = i..end;
+            $body;
+            i = end;
+        }
+        // Unread after the last piece, and f32 and f64 runs are one piece.
+        #[allow(unused_assignments)]
+        {
+            $pos += len;
+        }
+    }};
+}
+pub(crate) use row_pieces;
+
 /// Adds `Σ (x - k)` and `Σ (x - k)²` over `row` into `acc`.
 #[inline(always)]
 pub(crate) fn shifted_sums<R: Real>(row: &[R], k: R, acc: &mut [f64; 2]) {
@@ -185,6 +265,17 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
         }
         return true;
     }
+    assert_eq!(src.len(), dst.len());
+    if simd_normalize::<R, ACT>(
+        src.as_ptr(),
+        dst.as_mut_ptr().cast::<R>(),
+        src.len(),
+        k,
+        a,
+        b,
+    ) {
+        return false;
+    }
     let _ = stream;
     normalize::<R, ACT>(src, dst, k, a, b);
     false
@@ -193,6 +284,10 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
 /// `data = act((data - k) * a + b)`, in place.
 #[inline(always)]
 pub(crate) fn normalize_inplace<R: Real, const ACT: u32>(data: &mut [R], k: R, a: R, b: R) {
+    let p = data.as_mut_ptr();
+    if simd_normalize::<R, ACT>(p, p, data.len(), k, a, b) {
+        return;
+    }
     for v in data.iter_mut() {
         *v = activate::<R, ACT>((*v - k) * a + b);
     }
@@ -276,6 +371,11 @@ pub(crate) fn backward_apply_inplace<R: Real, const ACT: u32>(
     cx: R,
     c0: R,
 ) {
+    assert_eq!(x.len(), dy_dx.len());
+    let p = dy_dx.as_mut_ptr();
+    if simd_backward_apply::<R, ACT>(x, p, p, [k, a, b, cx, c0]) {
+        return;
+    }
     for (g, &xv) in dy_dx.iter_mut().zip(x) {
         let d = xv - k;
         let dz = activate_grad::<R, ACT>(d * a + b, *g);
@@ -296,6 +396,11 @@ pub(crate) fn backward_apply<R: Real, const ACT: u32>(
     cx: R,
     c0: R,
 ) {
+    assert!(x.len() == dy.len() && dy.len() == dx.len());
+    let coefs = [k, a, b, cx, c0];
+    if simd_backward_apply::<R, ACT>(x, dy.as_ptr(), dx.as_mut_ptr().cast::<R>(), coefs) {
+        return;
+    }
     for ((out, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
         let d = xv - k;
         let dz = activate_grad::<R, ACT>(d * a + b, g);

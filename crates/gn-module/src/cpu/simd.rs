@@ -1,6 +1,7 @@
-//! Hand-vectorized f32 sums for x86-64 with AVX2 and FMA: the statistics and the backward's
-//! per-channel sums are the only loops LLVM does not vectorize well from the generic code (it
-//! pairs the two running sums of one lane instead of running eight lanes of one sum).
+//! Hand-vectorized f32 loops for x86-64 with AVX2 and FMA: the statistics and the backward's
+//! per-channel sums (LLVM pairs the two running sums of one lane instead of running eight
+//! lanes of one sum), and the elementwise passes on short rows (LLVM's 32-wide unrolled loop
+//! leaves most of a 49-value row to its scalar epilogue).
 //!
 //! Same blocking as the generic code: 16 lanes summed in f32 over blocks of `BLOCK` values,
 //! each block's sums widened to f64.
@@ -182,6 +183,115 @@ pub(crate) unsafe fn normalize_stream<const ACT: u32>(
     for j in i..n {
         dst[j].write(scalar(src[j]));
     }
+}
+
+/// Writes `compute(i)` at `store(i, ..)` for the 8-value vectors of `0..n`. The last vector
+/// overlaps its predecessor when 8 does not divide `n`, and it is computed first and stored
+/// last, so it reads the inputs as they were even when the output overwrites an input: a short
+/// row costs whole vectors and no scalar tail. Returns `false`, having run nothing, when
+/// `n < 8`.
+#[inline(always)]
+fn map_vectors(
+    n: usize,
+    compute: impl Fn(usize) -> __m256,
+    mut store: impl FnMut(usize, __m256),
+) -> bool {
+    if n < 8 {
+        return false;
+    }
+    let tail = (!n.is_multiple_of(8)).then(|| compute(n - 8));
+    let mut i = 0;
+    while i + 8 <= n {
+        store(i, compute(i));
+        i += 8;
+    }
+    if let Some(v) = tail {
+        store(n - 8, v);
+    }
+    true
+}
+
+/// `dst = act((src - k) a + b)` over `n` values (no activation or ReLU), through the cache;
+/// `dst` may be `src`. For rows shorter than 8, `false` (nothing written).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `src` is valid for
+/// `n` reads and `dst` for `n` writes, and they are the same or disjoint.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn normalize<const ACT: u32>(
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    k: f32,
+    a: f32,
+    b: f32,
+) -> bool {
+    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
+    let (kv, av, bv, zero) = (
+        _mm256_set1_ps(k),
+        _mm256_set1_ps(a),
+        _mm256_set1_ps(b),
+        _mm256_setzero_ps(),
+    );
+    map_vectors(
+        n,
+        |i| {
+            // SAFETY: i + 8 <= n.
+            let v = unsafe { _mm256_loadu_ps(src.add(i)) };
+            let z = _mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv);
+            if ACT == ACT_RELU {
+                // maxps returns its second operand when either is NaN: NaN stays NaN.
+                _mm256_max_ps(zero, z)
+            } else {
+                z
+            }
+        },
+        // SAFETY: i + 8 <= n.
+        |i, v| unsafe { _mm256_storeu_ps(dst.add(i), v) },
+    )
+}
+
+/// `dx = a dz + cx (x - k) + c0` over `n` values, `dz` as in [`backward_sums`]; `dx` may be
+/// `dy`. For rows shorter than 8, `false` (nothing written).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `x` and `dy` are
+/// valid for `n` reads and `dx` for `n` writes; `dx` is `dy` or disjoint from both inputs.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn backward_apply<const ACT: u32>(
+    x: *const f32,
+    dy: *const f32,
+    dx: *mut f32,
+    n: usize,
+    [k, a, b, cx, c0]: [f32; 5],
+) -> bool {
+    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
+    let (kv, av, bv, cxv, c0v, zero) = (
+        _mm256_set1_ps(k),
+        _mm256_set1_ps(a),
+        _mm256_set1_ps(b),
+        _mm256_set1_ps(cx),
+        _mm256_set1_ps(c0),
+        _mm256_setzero_ps(),
+    );
+    map_vectors(
+        n,
+        |i| {
+            // SAFETY: i + 8 <= n.
+            let (xv, mut dz) = unsafe { (_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(dy.add(i))) };
+            let d = _mm256_sub_ps(xv, kv);
+            if ACT == ACT_RELU {
+                let z = _mm256_fmadd_ps(d, av, bv);
+                dz = _mm256_and_ps(dz, _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero));
+            }
+            _mm256_fmadd_ps(cxv, d, _mm256_fmadd_ps(av, dz, c0v))
+        },
+        // SAFETY: i + 8 <= n.
+        |i, v| unsafe { _mm256_storeu_ps(dx.add(i), v) },
+    )
 }
 
 /// Orders the non-temporal stores before later loads and stores.
