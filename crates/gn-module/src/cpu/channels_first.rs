@@ -135,6 +135,18 @@ multiversion! {
         }
         let (mean_d, rstd) = group_stats(acc[0], acc[1], (cpg * s) as f64, epsilon);
         let mut streamed = false;
+        // Streamed outputs are large: while this group is normalized from cache, the next
+        // group's rows (the next task, usually on this thread) are prefetched.
+        let next = match run {
+            Some(run) if stream => {
+                let start = x.index(n, c0, 0) + run.len();
+                x.data.get(start..start + run.len())
+            }
+            _ => None,
+        };
+        let ahead = |j: usize| -> &[E::Real] {
+            next.and_then(|r| E::native(&r[j * s..(j + 1) * s])).unwrap_or(&[])
+        };
         // A macro, not a closure: a closure that LLVM does not inline is compiled without the
         // enclosing function's AVX2 features.
         macro_rules! row {
@@ -142,7 +154,7 @@ multiversion! {
                 let a = rstd * gamma[c0 + $j];
                 let b = beta[c0 + $j] - mean_d * a;
                 let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
-                streamed |= rows::normalize_out::<E::Real, ACT>($src, $dst, k, a, b, stream);
+                streamed |= rows::normalize_out::<E::Real, ACT>($src, $dst, k, a, b, stream, ahead($j));
             }};
         }
         match run {

@@ -234,9 +234,10 @@ pub(crate) fn normalize<R: Real, const ACT: u32>(
 }
 
 /// [`normalize`], with non-temporal stores when `stream` asks for them and the CPU and the
-/// element type have them (f32 with AVX2, no activation or ReLU); returns whether it streamed
-/// (the caller then fences).
+/// element type have them (f32 with AVX2, no activation or ReLU), prefetching `ahead` (see
+/// [`super::simd::normalize_stream`]); returns whether it streamed (the caller then fences).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn normalize_out<R: Real, const ACT: u32>(
     src: &[R],
     dst: &mut [MaybeUninit<R>],
@@ -244,6 +245,7 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
     a: R,
     b: R,
     stream: bool,
+    ahead: &[R],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if stream
@@ -255,12 +257,15 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
             core::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<MaybeUninit<f32>>(), dst.len())
         };
         let (k, a, b) = (to_f32(k), to_f32(a), to_f32(b));
+        // SAFETY: R is f32 (as_f32_simd).
+        let ahead =
+            unsafe { core::slice::from_raw_parts(ahead.as_ptr().cast::<f32>(), ahead.len()) };
         // SAFETY: as_f32_simd checked the CPU features; ACT is none or ReLU.
         unsafe {
             if ACT == ACT_RELU {
-                super::simd::normalize_stream::<ACT_RELU>(src32, dst32, k, a, b)
+                super::simd::normalize_stream::<ACT_RELU>(src32, dst32, k, a, b, ahead)
             } else {
-                super::simd::normalize_stream::<ACT_NONE>(src32, dst32, k, a, b)
+                super::simd::normalize_stream::<ACT_NONE>(src32, dst32, k, a, b, ahead)
             }
         }
         return true;
@@ -276,7 +281,7 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
     ) {
         return false;
     }
-    let _ = stream;
+    let _ = (stream, ahead);
     normalize::<R, ACT>(src, dst, k, a, b);
     false
 }
@@ -398,7 +403,8 @@ pub(crate) fn backward_apply<R: Real, const ACT: u32>(
 ) {
     assert!(x.len() == dy.len() && dy.len() == dx.len());
     let coefs = [k, a, b, cx, c0];
-    if simd_backward_apply::<R, ACT>(x, dy.as_ptr(), dx.as_mut_ptr().cast::<R>(), coefs) {
+    let out = dx.as_mut_ptr().cast::<R>();
+    if simd_backward_apply::<R, ACT>(x, dy.as_ptr(), out, coefs) {
         return;
     }
     for ((out, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {

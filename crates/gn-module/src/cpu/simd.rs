@@ -136,6 +136,9 @@ pub(crate) unsafe fn backward_sums<const ACT: u32>(
 /// too large to stay in cache, writing around the cache saves reading every destination line
 /// from memory first.
 ///
+/// `ahead` (empty, or values the caller reads next) is prefetched in step with `src`: this pass
+/// reads `src` from cache, so memory would otherwise sit idle while it runs.
+///
 /// The caller issues a store fence (`_mm_sfence`) before anything else reads `dst`.
 ///
 /// # Safety
@@ -148,6 +151,7 @@ pub(crate) unsafe fn normalize_stream<const ACT: u32>(
     k: f32,
     a: f32,
     b: f32,
+    ahead: &[f32],
 ) {
     debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
     let n = src.len().min(dst.len());
@@ -170,6 +174,10 @@ pub(crate) unsafe fn normalize_stream<const ACT: u32>(
     while i + 8 <= n {
         // SAFETY: i + 8 <= n; dst + i is 32-byte aligned (head alignment, 8 floats per step).
         unsafe {
+            // One prefetch per 64-byte line.
+            if (i - head) & 8 == 0 && i < ahead.len() {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(i).cast::<i8>());
+            }
             let v = _mm256_loadu_ps(src.as_ptr().add(i));
             let mut z = _mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv);
             if ACT == ACT_RELU {
