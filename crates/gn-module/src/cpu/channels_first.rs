@@ -99,7 +99,8 @@ multiversion! {
         for (j, row) in data.chunks_mut(s).enumerate() {
             let a = rstd * gamma[c0 + j];
             let b = beta[c0 + j] - mean_d * a;
-            rows::normalize_inplace::<E::Real, ACT>(row, k, E::Real::from_f64(a), E::Real::from_f64(b));
+            let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
+            rows::normalize_inplace::<E::Real, ACT>(row, k, a, b);
         }
         [k.to_f64() + mean_d, rstd]
     }
@@ -129,7 +130,9 @@ multiversion! {
             Some(run) => read_chunks!(E, run, |chunk| rows::shifted_sums(chunk, k, &mut acc)),
             None => {
                 for c in c0..c0 + cpg {
-                    read_chunks!(E, x.channel(n, c), |chunk| rows::shifted_sums(chunk, k, &mut acc));
+                    read_chunks!(E, x.channel(n, c), |chunk| {
+                        rows::shifted_sums(chunk, k, &mut acc)
+                    });
                 }
             }
         }
@@ -154,7 +157,8 @@ multiversion! {
                 let a = rstd * gamma[c0 + $j];
                 let b = beta[c0 + $j] - mean_d * a;
                 let (a, b) = (E::Real::from_f64(a), E::Real::from_f64(b));
-                streamed |= rows::normalize_out::<E::Real, ACT>($src, $dst, k, a, b, stream, ahead($j));
+                let ahead = ahead($j);
+                streamed |= rows::normalize_out::<E::Real, ACT>($src, $dst, k, a, b, stream, ahead);
             }};
         }
         match run {
@@ -388,9 +392,8 @@ multiversion! {
                 None => {
                     for (j, out_row) in out.chunks_mut(s).enumerate() {
                         let c = c0 + j;
-                        write2_chunks!(E, x.channel(n, c), dy.channel(n, c), out_row, |xs, gs, dst| {
-                            apply!(j, xs, gs, dst)
-                        });
+                        let (xs, gs) = (x.channel(n, c), dy.channel(n, c));
+                        write2_chunks!(E, xs, gs, out_row, |xs, gs, dst| apply!(j, xs, gs, dst));
                     }
                 }
             },

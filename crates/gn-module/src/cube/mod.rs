@@ -4,8 +4,8 @@
 //! Forward: per-chunk Welford summaries, one combine per group, one elementwise pass. Groups are
 //! split into as many chunks as it takes to fill the device, so batch 1-2 (the case GroupNorm
 //! exists for) still runs thousands of units. Groups small enough for a cube's registers take
-//! one launch instead ([`kernels::single_pass_kernel`]). Backward: per-channel sums in chunks, one combine
-//! per group, the parameter gradients, one elementwise pass.
+//! one launch instead ([`kernels::single_pass_kernel`]). Backward: per-channel sums in chunks,
+//! one combine per group, the parameter gradients, one elementwise pass.
 //!
 //! Inputs keep their layout when it is contiguous channels-first (NCHW) or channels-last (the
 //! NHWC-strided views CubeCL convolutions return): they are read in place, as vectors, and
