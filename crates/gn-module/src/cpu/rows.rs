@@ -413,3 +413,104 @@ pub(crate) fn backward_apply<R: Real, const ACT: u32>(
         out.write(a * dz + cx * d + c0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pieces of 512 values over runs of rows of various lengths visit every value once, with
+    /// the row it belongs to.
+    #[test]
+    fn row_pieces_tile_the_run() {
+        for s in [1, 3, 8, 49, 512, 600, 1031] {
+            let len = 7 * s;
+            let mut seen = vec![usize::MAX; len];
+            let mut pos = 0;
+            for piece in (0..len).collect::<Vec<_>>().chunks(512) {
+                let start = piece[0];
+                row_pieces!(pos, piece.len(), s, |row, range| {
+                    for i in range {
+                        assert_eq!(seen[start + i], usize::MAX, "value {} twice", start + i);
+                        seen[start + i] = row;
+                    }
+                });
+            }
+            let expected: Vec<usize> = (0..len).map(|i| i / s).collect();
+            assert_eq!(seen, expected, "rows of {s}");
+        }
+    }
+
+    fn inputs(n: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..n)
+            .map(|i| ((i * 7919) % 23) as f32 * 0.37 - 4.0)
+            .collect();
+        let dy = (0..n)
+            .map(|i| ((i * 104_729) % 17) as f32 * 0.21 - 1.7)
+            .collect();
+        (x, dy)
+    }
+
+    fn close(got: &[f32], want: &[f32], what: &str) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what}[{i}]: {g} != {w}"
+            );
+        }
+    }
+
+    /// The elementwise passes (vectorized with an overlapping last vector where the CPU allows,
+    /// in place and not) give the scalar formulas' values at every length around the vector
+    /// width, with and without ReLU.
+    #[test]
+    fn elementwise_passes_match_the_formulas_at_every_length() {
+        let (k, a, b, cx, c0) = (0.5f32, 1.3f32, -0.2f32, 0.07f32, -0.01f32);
+        for n in 0..41 {
+            let (x, dy) = inputs(n);
+            let z: Vec<f32> = x.iter().map(|&v| (v - k) * a + b).collect();
+            let relu: Vec<f32> = z.iter().map(|&v| v.max(0.0)).collect();
+            let dx = |act_relu: bool| -> Vec<f32> {
+                x.iter()
+                    .zip(&dy)
+                    .zip(&z)
+                    .map(|((&v, &g), &zv)| {
+                        let dz = if act_relu && zv <= 0.0 { 0.0 } else { g };
+                        a * dz + cx * (v - k) + c0
+                    })
+                    .collect()
+            };
+
+            let mut out = vec![MaybeUninit::uninit(); n];
+            normalize_out::<f32, ACT_NONE>(&x, &mut out, k, a, b, false, &[]);
+            close(unsafe { elem_init(&out) }, &z, "normalize");
+            let mut out = vec![MaybeUninit::uninit(); n];
+            normalize_out::<f32, ACT_RELU>(&x, &mut out, k, a, b, false, &[]);
+            close(unsafe { elem_init(&out) }, &relu, "normalize relu");
+            let mut data = x.clone();
+            normalize_inplace::<f32, ACT_RELU>(&mut data, k, a, b);
+            close(&data, &relu, "normalize in place");
+
+            for (relu_on, want) in [(false, dx(false)), (true, dx(true))] {
+                let mut out = vec![MaybeUninit::uninit(); n];
+                let mut data = dy.clone();
+                if relu_on {
+                    backward_apply::<f32, ACT_RELU>(&x, &dy, &mut out, k, a, b, cx, c0);
+                    backward_apply_inplace::<f32, ACT_RELU>(&x, &mut data, k, a, b, cx, c0);
+                } else {
+                    backward_apply::<f32, ACT_NONE>(&x, &dy, &mut out, k, a, b, cx, c0);
+                    backward_apply_inplace::<f32, ACT_NONE>(&x, &mut data, k, a, b, cx, c0);
+                }
+                close(unsafe { elem_init(&out) }, &want, "dx");
+                close(&data, &want, "dx in place");
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Every element must be initialized.
+    unsafe fn elem_init(v: &[MaybeUninit<f32>]) -> &[f32] {
+        // SAFETY: the caller's contract.
+        unsafe { super::super::elem::assume_init_ref(v) }
+    }
+}
