@@ -4,12 +4,11 @@
 
 use core::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::elem::{
     Real, assume_init, read_chunks, read2_chunks, uninit_vec, write_chunks, write2_chunks,
 };
 use super::rows::{self, ACT_NONE};
+use super::tasks::for_each_task;
 use super::{
     Backward, BackwardCoefs, CpuElem, Forward, Order, View, group_stats, min_tasks, multiversion,
     reduce_affine_grads, with_activation,
@@ -29,17 +28,15 @@ pub(super) fn forward<E: CpuElem>(
     let mut y = uninit_vec::<E>(numel);
     let stream = numel * core::mem::size_of::<E>() >= STREAM_MIN_BYTES;
     let mut stats = vec![[0f64; 2]; x.n * num_groups];
-    y.par_chunks_mut(group_len)
-        .zip(stats.par_iter_mut())
-        .with_min_len(min_tasks(group_len))
-        .enumerate()
-        .for_each(|(task, (out, stat))| {
-            let (n, g) = (task / num_groups, task % num_groups);
-            *stat = with_activation!(
-                activation,
-                forward_group::<E>(x, n, g * cpg, cpg, gamma, beta, epsilon, out, stream)
-            );
-        });
+    let tasks = y.chunks_mut(group_len).zip(stats.iter_mut()).collect();
+    let bytes = numel * core::mem::size_of::<E>();
+    for_each_task(tasks, min_tasks(group_len), bytes, |task, (out, stat)| {
+        let (n, g) = (task / num_groups, task % num_groups);
+        *stat = with_activation!(
+            activation,
+            forward_group::<E>(x, n, g * cpg, cpg, gamma, beta, epsilon, out, stream)
+        );
+    });
     let (mean, rstd) = stats.into_iter().map(|[m, r]| (m, r)).unzip();
     Forward {
         // SAFETY: every group's task wrote its whole chunk.
@@ -66,17 +63,15 @@ pub(crate) fn forward_inplace<E: CpuElem>(
     let cpg = c / num_groups;
     let group_len = cpg * s;
     let mut stats = vec![[0f64; 2]; shape[0] * num_groups];
-    data.par_chunks_mut(group_len)
-        .zip(stats.par_iter_mut())
-        .with_min_len(min_tasks(group_len))
-        .enumerate()
-        .for_each(|(task, (chunk, stat))| {
-            let c0 = task % num_groups * cpg;
-            *stat = with_activation!(
-                activation,
-                forward_group_inplace::<E>(chunk, s, c0, gamma, beta, epsilon)
-            );
-        });
+    let bytes = core::mem::size_of_val(data);
+    let tasks = data.chunks_mut(group_len).zip(stats.iter_mut()).collect();
+    for_each_task(tasks, min_tasks(group_len), bytes, |task, (chunk, stat)| {
+        let c0 = task % num_groups * cpg;
+        *stat = with_activation!(
+            activation,
+            forward_group_inplace::<E>(chunk, s, c0, gamma, beta, epsilon)
+        );
+    });
     stats.into_iter().map(|[m, r]| (m, r)).unzip()
 }
 
@@ -208,17 +203,20 @@ pub(super) fn backward<E: CpuElem>(
     let mut dx = uninit_vec::<E>(x.n * x.c * x.s);
     // Per (n, c): [Σ dz x_hat, Σ dz], reduced over n into dgamma and dbeta.
     let mut sums = vec![[0f64; 2]; x.n * x.c];
-    dx.par_chunks_mut(group_len)
-        .zip(sums.par_chunks_mut(cpg))
-        .with_min_len(min_tasks(group_len))
-        .enumerate()
-        .for_each(|(task, (out, group_sums))| {
+    let bytes = dx.len() * core::mem::size_of::<E>();
+    let tasks = dx.chunks_mut(group_len).zip(sums.chunks_mut(cpg)).collect();
+    for_each_task(
+        tasks,
+        min_tasks(group_len),
+        bytes,
+        |task, (out, group_sums)| {
             let group = GroupRef::of(task, num_groups, cpg, rstd);
             with_activation!(
                 activation,
                 backward_group::<E>(x, Grad::Read(dy), Some(out), group, gamma, beta, group_sums)
             );
-        });
+        },
+    );
     let (dgamma, dbeta) = reduce_affine_grads(&sums, x.c);
     Backward {
         // SAFETY: every group's task wrote its whole chunk.
@@ -248,26 +246,24 @@ pub(crate) fn backward_inplace<E: CpuElem>(
     let cpg = x.c / num_groups;
     let group_len = cpg * x.s;
     let mut sums = vec![[0f64; 2]; x.n * x.c];
-    dy_dx
-        .par_chunks_mut(group_len)
-        .zip(sums.par_chunks_mut(cpg))
-        .with_min_len(min_tasks(group_len))
-        .enumerate()
-        .for_each(|(task, (chunk, group_sums))| {
+    let bytes = core::mem::size_of_val(dy_dx);
+    let tasks = dy_dx
+        .chunks_mut(group_len)
+        .zip(sums.chunks_mut(cpg))
+        .collect();
+    for_each_task(
+        tasks,
+        min_tasks(group_len),
+        bytes,
+        |task, (chunk, group_sums)| {
             let group = GroupRef::of(task, num_groups, cpg, rstd);
+            let dy = Grad::InPlace(chunk);
             with_activation!(
                 activation,
-                backward_group::<E>(
-                    x,
-                    Grad::InPlace(chunk),
-                    None,
-                    group,
-                    gamma,
-                    beta,
-                    group_sums
-                )
+                backward_group::<E>(x, dy, None, group, gamma, beta, group_sums)
             );
-        });
+        },
+    );
     reduce_affine_grads(&sums, x.c)
 }
 

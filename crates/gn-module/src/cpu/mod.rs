@@ -21,6 +21,7 @@ pub(crate) mod elem;
 mod rows;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+mod tasks;
 
 pub(crate) use channels_first::{backward_inplace, forward_inplace};
 pub(crate) use elem::CpuElem;
