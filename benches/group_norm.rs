@@ -12,6 +12,9 @@
 //! allocation alone, so that the kernels' share can be read off; the PyTorch script also
 //! reports `y.backward(torch.ones_like(y))`, the same work as burn's `y.backward()`.
 //!
+//! `GN_BENCH_SHAPES=32x256x8x8,32x512x4x4` (a comma-separated list of NxCxHxW) times other
+//! shapes instead, as `--shapes` does in the PyTorch script.
+//!
 //! As in the PyTorch script, where `x.grad` lives until the next iteration sets it to `None`,
 //! each iteration's gradients are dropped at the start of the next one: allocation patterns
 //! decide whether the allocator returns memory to the system between iterations, which costs
@@ -32,6 +35,21 @@ const SHAPES: [[usize; 4]; 4] = [
 ];
 const GROUPS: usize = 32;
 
+/// The shapes of `GN_BENCH_SHAPES` when it is set, else [`SHAPES`].
+fn shapes() -> Vec<[usize; 4]> {
+    let Ok(list) = std::env::var("GN_BENCH_SHAPES") else {
+        return SHAPES.to_vec();
+    };
+    list.split(',')
+        .map(|item| {
+            let dims: Option<Vec<usize>> = item.trim().split('x').map(|d| d.parse().ok()).collect();
+            dims.and_then(|d| d.try_into().ok()).unwrap_or_else(|| {
+                panic!("GN_BENCH_SHAPES: `{item}` is not NxCxHxW (e.g. 32x256x8x8)")
+            })
+        })
+        .collect()
+}
+
 /// Both layers with gamma and beta in `dtype`.
 fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, burn::nn::GroupNorm) {
     let gamma = || Some(Param::from_tensor(Tensor::<1>::ones([c], (device, dtype))));
@@ -49,7 +67,7 @@ fn bench(c: &mut Criterion) {
             if !device.supports_dtype(dtype) || (backend == "ndarray" && dtype != DType::F32) {
                 continue;
             }
-            for shape in SHAPES {
+            for shape in shapes() {
                 let name = format!(
                     "group_norm/{backend}/{dtype:?}/{}",
                     shape.map(|d| d.to_string()).join("x")

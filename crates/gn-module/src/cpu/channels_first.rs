@@ -7,6 +7,7 @@ use core::mem::MaybeUninit;
 use super::elem::{
     Real, assume_init, read_chunks, read2_chunks, uninit_vec, write_chunks, write2_chunks,
 };
+use super::group_rows;
 use super::rows::{self, ACT_NONE};
 use super::tasks::for_each_task;
 use super::{
@@ -91,6 +92,11 @@ multiversion! {
         let mut acc = [0f64; 2];
         rows::shifted_sums(data, k, &mut acc);
         let (mean_d, rstd) = group_stats(acc[0], acc[1], data.len() as f64, epsilon);
+        let channels = c0..c0 + data.len() / s;
+        let (g, b) = (&gamma[channels.clone()], &beta[channels]);
+        if group_rows::normalize_inplace::<E::Real, ACT>(data, s, k, g, b, [mean_d, rstd]) {
+            return [k.to_f64() + mean_d, rstd];
+        }
         for (j, row) in data.chunks_mut(s).enumerate() {
             let a = rstd * gamma[c0 + j];
             let b = beta[c0 + j] - mean_d * a;
@@ -132,6 +138,15 @@ multiversion! {
             }
         }
         let (mean_d, rstd) = group_stats(acc[0], acc[1], (cpg * s) as f64, epsilon);
+        // Short rows of f32: the whole group in one call (streamed outputs go row by row).
+        if !stream
+            && group_rows::applies::<E::Real, ACT>(s)
+            && let (Some(src), Some(dst)) = (run.and_then(E::native), E::native_out(out))
+        {
+            let (g, b) = (&gamma[c0..c0 + cpg], &beta[c0..c0 + cpg]);
+            group_rows::normalize_out::<E::Real, ACT>(src, dst, s, k, g, b, [mean_d, rstd]);
+            return [k.to_f64() + mean_d, rstd];
+        }
         let mut streamed = false;
         // Streamed outputs are large: while this group is normalized from cache, the next
         // group's rows (the next task, usually on this thread) are prefetched.
@@ -333,7 +348,17 @@ multiversion! {
             (E::Real::from_f64(a), E::Real::from_f64(b))
         };
         sums.fill([0.0; 2]);
-        let mut total = 0.0;
+        let (group_gamma, group_beta) = (&gamma[c0..c0 + cpg], &beta[c0..c0 + cpg]);
+        // Short rows of f32: the whole group in one call.
+        let native_runs = runs.and_then(|(xr, gr)| Some((E::native(xr)?, E::native(gr)?)));
+        // A match, not a closure: see the macros below.
+        let group_sums = match native_runs {
+            Some((xs, gs)) => group_rows::backward_sums::<E::Real, ACT>(
+                xs, gs, s, k, group_gamma, group_beta, [mean_d, rstd], sums,
+            ),
+            None => None,
+        };
+        let mut total = group_sums.unwrap_or(0.0);
         // Macros, not closures, as in the forward.
         macro_rules! add_sums {
             ($j:expr, $xs:expr, $gs:expr) => {{
@@ -345,22 +370,26 @@ multiversion! {
                 total += acc[2];
             }};
         }
-        match runs {
-            Some((xr, gr)) => {
-                let mut pos = 0;
-                read2_chunks!(E, xr, gr, |xs, gs| {
-                    rows::row_pieces!(pos, xs.len(), s, |j, r| {
-                        add_sums!(j, &xs[r.clone()], &gs[r])
-                    })
-                });
-            }
-            None => {
-                for j in 0..cpg {
-                    let dy_row = match &dy {
-                        Grad::Read(view) => view.channel(n, c0 + j),
-                        Grad::InPlace(chunk) => &chunk[j * s..(j + 1) * s],
-                    };
-                    read2_chunks!(E, x.channel(n, c0 + j), dy_row, |xs, gs| add_sums!(j, xs, gs));
+        if group_sums.is_none() {
+            match runs {
+                Some((xr, gr)) => {
+                    let mut pos = 0;
+                    read2_chunks!(E, xr, gr, |xs, gs| {
+                        rows::row_pieces!(pos, xs.len(), s, |j, r| {
+                            add_sums!(j, &xs[r.clone()], &gs[r])
+                        })
+                    });
+                }
+                None => {
+                    for j in 0..cpg {
+                        let dy_row = match &dy {
+                            Grad::Read(view) => view.channel(n, c0 + j),
+                            Grad::InPlace(chunk) => &chunk[j * s..(j + 1) * s],
+                        };
+                        read2_chunks!(E, x.channel(n, c0 + j), dy_row, |xs, gs| {
+                            add_sums!(j, xs, gs)
+                        });
+                    }
                 }
             }
         }
@@ -375,8 +404,19 @@ multiversion! {
                 rows::backward_apply::<E::Real, ACT>($xs, $gs, $dst, k, a, b, cx, c0r)
             }};
         }
+        let (stats, group_coefs) = ([mean_d, rstd], [k, cx, c0r]);
         match (dy, out) {
             (Grad::Read(dy), Some(out)) => match x_run.zip(dy.channel_run(n, c0, cpg)) {
+                // Short rows of f32: the whole group in one call.
+                Some((xr, gr))
+                    if let (Some(xs), Some(gs)) = (E::native(xr), E::native(gr))
+                        && group_rows::applies::<E::Real, ACT>(s) =>
+                {
+                    let dst = E::native_out(out).expect("native like x");
+                    group_rows::backward_apply_out::<E::Real, ACT>(
+                        xs, gs, dst, s, group_coefs, group_gamma, group_beta, stats,
+                    );
+                }
                 Some((xr, gr)) => {
                     let mut pos = 0;
                     write2_chunks!(E, xr, gr, out, |xs, gs, dst| {
@@ -395,6 +435,13 @@ multiversion! {
             },
             (Grad::InPlace(chunk), _) => {
                 let chunk = E::native_mut(chunk).expect("in-place backward is for f32 and f64");
+                if let Some(xs) = x_run.and_then(E::native)
+                    && group_rows::backward_apply_inplace::<E::Real, ACT>(
+                        xs, chunk, s, group_coefs, group_gamma, group_beta, stats,
+                    )
+                {
+                    return;
+                }
                 for (j, row) in chunk.chunks_mut(s).enumerate() {
                     let (a, b) = coef(j, mean_d);
                     let xs = E::native(x.channel(n, c0 + j)).expect("native like dy");

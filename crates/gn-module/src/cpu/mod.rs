@@ -18,9 +18,12 @@
 mod channels_first;
 mod channels_last;
 pub(crate) mod elem;
+mod group_rows;
 mod rows;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+#[cfg(target_arch = "x86_64")]
+mod simd_rows;
 mod tasks;
 
 pub(crate) use channels_first::{backward_inplace, forward_inplace};

@@ -199,7 +199,7 @@ pub(crate) unsafe fn normalize_stream<const ACT: u32>(
 /// row costs whole vectors and no scalar tail. Returns `false`, having run nothing, when
 /// `n < 8`.
 #[inline(always)]
-fn map_vectors(
+pub(crate) fn map_vectors(
     n: usize,
     compute: impl Fn(usize) -> __m256,
     mut store: impl FnMut(usize, __m256),

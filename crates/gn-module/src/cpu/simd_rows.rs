@@ -1,0 +1,216 @@
+//! A group's rows in one call, for short rows (7x7, 8x8, 4x4 maps: `S` of a few dozen values)
+//! with AVX2 and FMA. Called a row at a time, the kernels of [`super::simd`] pay for every row
+//! their set-up, three horizontal sums in f64 and a scalar tail; here a row costs the broadcast
+//! of its channel's coefficients, its vectors, and for the sums one combined horizontal sum.
+//!
+//! Rows are `s` values apart, row `j` at `j * s`; `a` and `b` hold one coefficient per row, so
+//! their length is the number of rows. A row shorter than 8, or the last part of a longer one,
+//! is read with masked loads (the masked-off lanes are neither read nor written), or, where a
+//! row has 8 values or more, as one more whole vector overlapping its predecessor.
+
+use core::arch::x86_64::*;
+
+use super::rows::{ACT_NONE, ACT_RELU};
+use super::simd::map_vectors;
+
+/// Lanes `0..rem` set (`rem` in `0..8`).
+#[inline(always)]
+fn lane_mask(rem: usize) -> __m256i {
+    // SAFETY: AVX2 is enabled in every caller.
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(rem as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+}
+
+/// `act(z)` for `ACT_NONE` and `ACT_RELU`.
+#[inline(always)]
+fn activate<const ACT: u32>(z: __m256) -> __m256 {
+    // SAFETY: AVX is enabled in every caller.
+    unsafe {
+        if ACT == ACT_RELU {
+            // maxps returns its second operand when either is NaN: NaN stays NaN.
+            _mm256_max_ps(_mm256_setzero_ps(), z)
+        } else {
+            z
+        }
+    }
+}
+
+/// `dz = dy * [z > 0]` for ReLU (`z = d a + b`), `dy` otherwise.
+#[inline(always)]
+fn masked_grad<const ACT: u32>(d: __m256, dy: __m256, a: __m256, b: __m256) -> __m256 {
+    // SAFETY: AVX2 and FMA are enabled in every caller.
+    unsafe {
+        if ACT == ACT_RELU {
+            let z = _mm256_fmadd_ps(d, a, b);
+            _mm256_and_ps(dy, _mm256_cmp_ps::<_CMP_GT_OQ>(z, _mm256_setzero_ps()))
+        } else {
+            dy
+        }
+    }
+}
+
+/// `dst = act((src - k) a[j] + b[j])` on every row `j`; `dst` may be `src`.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `a` and `b` have the
+/// same length, `src` is valid for `a.len() * s` reads and `dst` for as many writes, and they
+/// are the same or disjoint.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn normalize_rows<const ACT: u32>(
+    src: *const f32,
+    dst: *mut f32,
+    s: usize,
+    k: f32,
+    a: &[f32],
+    b: &[f32],
+) {
+    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
+    debug_assert_eq!(a.len(), b.len());
+    let kv = _mm256_set1_ps(k);
+    let mask = lane_mask(s % 8);
+    for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
+        let (av, bv) = (_mm256_set1_ps(aj), _mm256_set1_ps(bj));
+        // SAFETY: row j is within the caller's a.len() * s values.
+        let (src, dst) = unsafe { (src.add(j * s), dst.add(j * s)) };
+        let f = |v: __m256| activate::<ACT>(_mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv));
+        // SAFETY (both arms): i + 8 <= s, or masked to the row's s < 8 values.
+        let whole = map_vectors(
+            s,
+            |i| f(unsafe { _mm256_loadu_ps(src.add(i)) }),
+            |i, v| unsafe { _mm256_storeu_ps(dst.add(i), v) },
+        );
+        if !whole {
+            unsafe { _mm256_maskstore_ps(dst, mask, f(_mm256_maskload_ps(src, mask))) };
+        }
+    }
+}
+
+/// Adds `[Σ dz (x - k), Σ dz]` of row `j` into `sums[j]`, for every row, and returns
+/// `Σ (x - k)` over all rows; `dz` as in [`super::simd::backward_sums`]. Each row is summed in
+/// f32, so rows are at most the blocks of the row kernels (256 values).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `a`, `b` and `sums`
+/// have the same length, and `x` and `dy` are valid for `sums.len() * s` reads.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn backward_sums_rows<const ACT: u32>(
+    x: *const f32,
+    dy: *const f32,
+    s: usize,
+    k: f32,
+    a: &[f32],
+    b: &[f32],
+    sums: &mut [[f64; 2]],
+) -> f64 {
+    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
+    debug_assert!(a.len() == sums.len() && b.len() == sums.len());
+    let kv = _mm256_set1_ps(k);
+    let whole = s - s % 8;
+    let mask = lane_mask(s % 8);
+    let mut total = _mm256_setzero_pd();
+    for (j, sum) in sums.iter_mut().enumerate() {
+        let (av, bv) = (_mm256_set1_ps(a[j]), _mm256_set1_ps(b[j]));
+        // SAFETY: row j is within the caller's sums.len() * s values.
+        let (x, dy) = unsafe { (x.add(j * s), dy.add(j * s)) };
+        let (mut p, mut q, mut t) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        let mut add = |d: __m256, g: __m256| {
+            let dz = masked_grad::<ACT>(d, g, av, bv);
+            p = _mm256_fmadd_ps(dz, d, p);
+            q = _mm256_add_ps(q, dz);
+            t = _mm256_add_ps(t, d);
+        };
+        let mut i = 0;
+        while i < whole {
+            // SAFETY: i + 8 <= s.
+            let (xv, g) = unsafe { (_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(dy.add(i))) };
+            add(_mm256_sub_ps(xv, kv), g);
+            i += 8;
+        }
+        if whole < s {
+            // SAFETY: masked to the row's last s - whole values.
+            let (xv, g) = unsafe {
+                (
+                    _mm256_maskload_ps(x.add(whole), mask),
+                    _mm256_maskload_ps(dy.add(whole), mask),
+                )
+            };
+            // The masked-off lanes of x load as 0, so their x - k is cleared too.
+            let d = _mm256_and_ps(_mm256_sub_ps(xv, kv), _mm256_castsi256_ps(mask));
+            add(d, g);
+        }
+        // [p0+p1, p2+p3, q0+q1, q2+q3 | ..] with [t0+t1, t2+t3, t0+t1, t2+t3 | ..], summed
+        // again pairwise: [P, Q, T, T] in each half.
+        let h = _mm256_hadd_ps(_mm256_hadd_ps(p, q), _mm256_hadd_ps(t, t));
+        let pqt = _mm256_cvtps_pd(_mm_add_ps(
+            _mm256_castps256_ps128(h),
+            _mm256_extractf128_ps::<1>(h),
+        ));
+        total = _mm256_add_pd(total, pqt);
+        let mut lanes = [0f64; 4];
+        // SAFETY: lanes holds 4 f64.
+        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), pqt) };
+        sum[0] += lanes[0];
+        sum[1] += lanes[1];
+    }
+    let mut lanes = [0f64; 4];
+    // SAFETY: lanes holds 4 f64.
+    unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), total) };
+    lanes[2]
+}
+
+/// `dx = a[j] dz + cx (x - k) + c0` on every row `j`, `dz` as in [`backward_sums_rows`]; `dx`
+/// may be `dy`.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `a` and `b` have the
+/// same length, `x` and `dy` are valid for `a.len() * s` reads and `dx` for as many writes, and
+/// `dx` is `dy` or disjoint from both inputs.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn backward_apply_rows<const ACT: u32>(
+    x: *const f32,
+    dy: *const f32,
+    dx: *mut f32,
+    s: usize,
+    [k, cx, c0]: [f32; 3],
+    a: &[f32],
+    b: &[f32],
+) {
+    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
+    debug_assert_eq!(a.len(), b.len());
+    let (kv, cxv, c0v) = (_mm256_set1_ps(k), _mm256_set1_ps(cx), _mm256_set1_ps(c0));
+    let mask = lane_mask(s % 8);
+    for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
+        let (av, bv) = (_mm256_set1_ps(aj), _mm256_set1_ps(bj));
+        // SAFETY: row j is within the caller's a.len() * s values.
+        let (x, dy, dx) = unsafe { (x.add(j * s), dy.add(j * s), dx.add(j * s)) };
+        let f = |xv: __m256, g: __m256| {
+            let d = _mm256_sub_ps(xv, kv);
+            let dz = masked_grad::<ACT>(d, g, av, bv);
+            _mm256_fmadd_ps(cxv, d, _mm256_fmadd_ps(av, dz, c0v))
+        };
+        // SAFETY (all three): i + 8 <= s, or masked to the row's s < 8 values.
+        let whole = map_vectors(
+            s,
+            |i| unsafe { f(_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(dy.add(i))) },
+            |i, v| unsafe { _mm256_storeu_ps(dx.add(i), v) },
+        );
+        if !whole {
+            unsafe {
+                let v = f(_mm256_maskload_ps(x, mask), _mm256_maskload_ps(dy, mask));
+                _mm256_maskstore_ps(dx, mask, v);
+            }
+        }
+    }
+}
