@@ -1,4 +1,8 @@
-//! What both benches share: the devices of the compiled backends, and a sync.
+//! What both benches share: the devices of the compiled backends, a sync, and a timer of
+//! queued calls.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 
@@ -25,4 +29,19 @@ pub fn devices() -> Vec<(&'static str, Device)> {
 /// Waits for the device's queued work, so that a timed iteration includes it.
 pub fn sync(device: &Device) {
     device.sync().expect("device sync");
+}
+
+/// The time of `iters` calls of `f` queued one after the other, then one sync (criterion's
+/// `iter_custom`). On a GPU that is the time of a stream of calls, as in a network's forward,
+/// where a sync after every call would add the device's round trip to each; on the CPU
+/// backends (whose sync returns at once) it is the time of each call, as `iter` measures.
+// Unused by a bench that syncs after every call.
+#[allow(dead_code)]
+pub fn time_queued<O>(device: &Device, iters: u64, mut f: impl FnMut() -> O) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(f());
+    }
+    sync(device);
+    start.elapsed()
 }
