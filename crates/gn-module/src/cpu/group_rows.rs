@@ -318,6 +318,47 @@ mod tests {
         }
     }
 
+    /// Every pass of this module on `g` (`[rows, s]`, `[k, cx, c0]`, `[mean_d, rstd]`): y, y in
+    /// place, the sums' total, the per-row sums, dx, dx in place.
+    #[allow(clippy::type_complexity)]
+    fn passes<const ACT: u32>(
+        g: &Group,
+        [rows, s]: [usize; 2],
+        coefs: [f32; 3],
+        stats: [f64; 2],
+    ) -> (
+        Vec<f32>,
+        Vec<f32>,
+        Option<f64>,
+        Vec<[f64; 2]>,
+        Vec<f32>,
+        Vec<f32>,
+    ) {
+        let (x, dy, gamma, beta, k) = (&g.x, &g.dy, &g.gamma, &g.beta, coefs[0]);
+        // Outputs start as NaN, so that a value left unwritten fails the caller's checks.
+        let mut out = vec![MaybeUninit::new(f32::NAN); x.len()];
+        normalize_out::<f32, ACT>(x, &mut out, s, k, gamma, beta, stats);
+        let mut data = x.clone();
+        normalize_inplace::<f32, ACT>(&mut data, s, k, gamma, beta, stats);
+        let mut sums = vec![[0f64; 2]; rows];
+        let total = backward_sums::<f32, ACT>(x, dy, s, k, gamma, beta, stats, &mut sums);
+        let mut dx = vec![MaybeUninit::new(f32::NAN); x.len()];
+        backward_apply_out::<f32, ACT>(x, dy, &mut dx, s, coefs, gamma, beta, stats);
+        let mut dy_dx = dy.clone();
+        backward_apply_inplace::<f32, ACT>(x, &mut dy_dx, s, coefs, gamma, beta, stats);
+        // SAFETY: both were initialized (to NaN) when made.
+        let (out, dx) = unsafe { (elem_init(out), elem_init(dx)) };
+        (out, data, total, sums, dx, dy_dx)
+    }
+
+    /// # Safety
+    ///
+    /// Every element must be initialized.
+    unsafe fn elem_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+        // SAFETY: the caller's contract.
+        unsafe { crate::cpu::elem::assume_init(v) }
+    }
+
     /// Rows of every length from 1 to 40 and a few longer ones, in groups that span more than
     /// one batch of coefficients: each row gets its own channel's coefficients, every value is
     /// written once (none before the tail, none past the row), in place and not, with and
@@ -331,7 +372,8 @@ mod tests {
         let stats = [mean_d, rstd];
         for s in (1..=40).chain([49, 64, 255, 256]) {
             for rows in [1, 3, BATCH + 5] {
-                let Group { x, dy, gamma, beta } = group(rows, s);
+                let g = group(rows, s);
+                let (x, dy, gamma, beta) = (&g.x, &g.dy, &g.gamma, &g.beta);
                 let coef = |j: usize| {
                     let a = rstd * gamma[j];
                     (a, beta[j] - mean_d * a)
@@ -363,58 +405,15 @@ mod tests {
                     }
                     let want_total: f64 = (0..x.len()).map(d).sum();
 
-                    let mut out = vec![MaybeUninit::uninit(); x.len()];
-                    let mut data = x.clone();
-                    let mut sums = vec![[0f64; 2]; rows];
-                    let mut dx_out = vec![MaybeUninit::uninit(); x.len()];
-                    let mut dy_dx = dy.clone();
-                    let total;
-                    let coefs = [k, cx, c0];
-                    if relu {
-                        normalize_out::<f32, ACT_RELU>(&x, &mut out, s, k, &gamma, &beta, stats);
-                        normalize_inplace::<f32, ACT_RELU>(&mut data, s, k, &gamma, &beta, stats);
-                        total = backward_sums::<f32, ACT_RELU>(
-                            &x, &dy, s, k, &gamma, &beta, stats, &mut sums,
-                        );
-                        backward_apply_out::<f32, ACT_RELU>(
-                            &x,
-                            &dy,
-                            &mut dx_out,
-                            s,
-                            coefs,
-                            &gamma,
-                            &beta,
-                            stats,
-                        );
-                        backward_apply_inplace::<f32, ACT_RELU>(
-                            &x, &mut dy_dx, s, coefs, &gamma, &beta, stats,
-                        );
+                    let (coefs, rows_s) = ([k, cx, c0], [rows, s]);
+                    let (out, data, total, sums, dx_out, dy_dx) = if relu {
+                        passes::<ACT_RELU>(&g, rows_s, coefs, stats)
                     } else {
-                        normalize_out::<f32, ACT_NONE>(&x, &mut out, s, k, &gamma, &beta, stats);
-                        normalize_inplace::<f32, ACT_NONE>(&mut data, s, k, &gamma, &beta, stats);
-                        total = backward_sums::<f32, ACT_NONE>(
-                            &x, &dy, s, k, &gamma, &beta, stats, &mut sums,
-                        );
-                        backward_apply_out::<f32, ACT_NONE>(
-                            &x,
-                            &dy,
-                            &mut dx_out,
-                            s,
-                            coefs,
-                            &gamma,
-                            &beta,
-                            stats,
-                        );
-                        backward_apply_inplace::<f32, ACT_NONE>(
-                            &x, &mut dy_dx, s, coefs, &gamma, &beta, stats,
-                        );
-                    }
-                    // SAFETY: every value was written (checked against the formulas).
-                    let out = unsafe { crate::cpu::elem::assume_init_ref(&out) };
-                    close(out, &y, &format!("y, {what}"));
+                        passes::<ACT_NONE>(&g, rows_s, coefs, stats)
+                    };
+                    close(&out, &y, &format!("y, {what}"));
                     close(&data, &y, &format!("y in place, {what}"));
-                    let dx_out = unsafe { crate::cpu::elem::assume_init_ref(&dx_out) };
-                    close(dx_out, &dx, &format!("dx, {what}"));
+                    close(&dx_out, &dx, &format!("dx, {what}"));
                     close(&dy_dx, &dx, &format!("dx in place, {what}"));
                     let total = total.expect("f32 rows on AVX2");
                     assert!((total - want_total).abs() <= 1e-4 * (1.0 + want_total.abs()));
