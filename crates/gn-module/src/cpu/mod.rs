@@ -134,10 +134,9 @@ impl<'a, E> View<'a, E> {
 
     /// The order this view can be read in without a copy, if any.
     pub fn order(&self) -> Option<Order> {
-        if self.s == 1 && (self.sc == 1 || self.c == 1) {
-            // [N, C] (or 1x1 spatial): one row of C values per sample reads best.
-            Some(Order::ChannelsLast)
-        } else if self.ss == 1 || self.s == 1 {
+        if self.ss == 1 || self.s == 1 {
+            // With one position ([N, C], 1x1 maps) a group is C / G adjacent values when the
+            // channels are contiguous: one run, which the channels-first kernels read as such.
             Some(Order::ChannelsFirst)
         } else if (self.sc == 1 || self.c == 1) && self.ss >= self.c {
             Some(Order::ChannelsLast)

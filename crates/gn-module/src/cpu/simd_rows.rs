@@ -6,7 +6,9 @@
 //! Rows are `s` values apart, row `j` at `j * s`; `a` and `b` hold one coefficient per row, so
 //! their length is the number of rows. A row shorter than 8, or the last part of a longer one,
 //! is read with masked loads (the masked-off lanes are neither read nor written), or, where a
-//! row has 8 values or more, as one more whole vector overlapping its predecessor.
+//! row has 8 values or more, as one more whole vector overlapping its predecessor. Rows of one
+//! value (`[N, C]` inputs, 1x1 maps) run the other way: a vector spans 8 rows, with 8 rows'
+//! coefficients loaded from `a` and `b`.
 
 use core::arch::x86_64::*;
 
@@ -72,6 +74,37 @@ pub(crate) unsafe fn normalize_rows<const ACT: u32>(
     debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
     debug_assert_eq!(a.len(), b.len());
     let kv = _mm256_set1_ps(k);
+    if s == 1 {
+        // One value a row: vectors run across rows, with the coefficients' vectors.
+        let f = |v: __m256, av: __m256, bv: __m256| {
+            activate::<ACT>(_mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv))
+        };
+        let (n, a, b) = (a.len(), a.as_ptr(), b.as_ptr());
+        // SAFETY (all three): i + 8 <= n, or masked to the n < 8 values.
+        let whole = map_vectors(
+            n,
+            |i| unsafe {
+                f(
+                    _mm256_loadu_ps(src.add(i)),
+                    _mm256_loadu_ps(a.add(i)),
+                    _mm256_loadu_ps(b.add(i)),
+                )
+            },
+            |i, v| unsafe { _mm256_storeu_ps(dst.add(i), v) },
+        );
+        if !whole {
+            let m = lane_mask(n);
+            unsafe {
+                let v = f(
+                    _mm256_maskload_ps(src, m),
+                    _mm256_maskload_ps(a, m),
+                    _mm256_maskload_ps(b, m),
+                );
+                _mm256_maskstore_ps(dst, m, v);
+            }
+        }
+        return;
+    }
     let mask = lane_mask(s % 8);
     for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
         let (av, bv) = (_mm256_set1_ps(aj), _mm256_set1_ps(bj));
@@ -110,6 +143,23 @@ pub(crate) unsafe fn backward_sums_rows<const ACT: u32>(
 ) -> f64 {
     debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
     debug_assert!(a.len() == sums.len() && b.len() == sums.len());
+    if s == 1 {
+        // One value a row: its sums are its own terms.
+        let mut total = 0f64;
+        for (j, sum) in sums.iter_mut().enumerate() {
+            // SAFETY: j < sums.len(), the caller's row count.
+            let (xv, g) = unsafe { (*x.add(j), *dy.add(j)) };
+            let d = xv - k;
+            // mul_add: z rounded once, as in the vector passes, so that both agree on the
+            // sign of a z next to 0.
+            let keep = ACT != ACT_RELU || d.mul_add(a[j], b[j]) > 0.0;
+            let dz = if keep { g } else { 0.0 };
+            sum[0] += (dz * d) as f64;
+            sum[1] += dz as f64;
+            total += d as f64;
+        }
+        return total;
+    }
     let kv = _mm256_set1_ps(k);
     let whole = s - s % 8;
     let mask = lane_mask(s % 8);
@@ -190,16 +240,36 @@ pub(crate) unsafe fn backward_apply_rows<const ACT: u32>(
     debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
     debug_assert_eq!(a.len(), b.len());
     let (kv, cxv, c0v) = (_mm256_set1_ps(k), _mm256_set1_ps(cx), _mm256_set1_ps(c0));
+    let grad = |xv: __m256, g: __m256, av: __m256, bv: __m256| {
+        let d = _mm256_sub_ps(xv, kv);
+        let dz = masked_grad::<ACT>(d, g, av, bv);
+        _mm256_fmadd_ps(cxv, d, _mm256_fmadd_ps(av, dz, c0v))
+    };
+    if s == 1 {
+        // One value a row: vectors run across rows, with the coefficients' vectors.
+        let (n, a, b) = (a.len(), a.as_ptr(), b.as_ptr());
+        let load = |p: *const f32, i: usize| unsafe { _mm256_loadu_ps(p.add(i)) };
+        // SAFETY (all): i + 8 <= n, or masked to the n < 8 values.
+        let whole = map_vectors(
+            n,
+            |i| grad(load(x, i), load(dy, i), load(a, i), load(b, i)),
+            |i, v| unsafe { _mm256_storeu_ps(dx.add(i), v) },
+        );
+        if !whole {
+            let m = lane_mask(n);
+            unsafe {
+                let load = |p: *const f32| _mm256_maskload_ps(p, m);
+                _mm256_maskstore_ps(dx, m, grad(load(x), load(dy), load(a), load(b)));
+            }
+        }
+        return;
+    }
     let mask = lane_mask(s % 8);
     for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
         let (av, bv) = (_mm256_set1_ps(aj), _mm256_set1_ps(bj));
         // SAFETY: row j is within the caller's a.len() * s values.
         let (x, dy, dx) = unsafe { (x.add(j * s), dy.add(j * s), dx.add(j * s)) };
-        let f = |xv: __m256, g: __m256| {
-            let d = _mm256_sub_ps(xv, kv);
-            let dz = masked_grad::<ACT>(d, g, av, bv);
-            _mm256_fmadd_ps(cxv, d, _mm256_fmadd_ps(av, dz, c0v))
-        };
+        let f = |xv: __m256, g: __m256| grad(xv, g, av, bv);
         // SAFETY (all three): i + 8 <= s, or masked to the row's s < 8 values.
         let whole = map_vectors(
             s,
