@@ -63,6 +63,19 @@ macro_rules! batches {
     }};
 }
 
+/// `super::simd_rows::$f::<ACT>(args)` for the two activations it has (`ACT` is the caller's
+/// const generic, none or ReLU once [`applies`] has said so).
+#[cfg(target_arch = "x86_64")]
+macro_rules! simd_call {
+    ($f:ident($($arg:expr),* $(,)?)) => {
+        if ACT == super::rows::ACT_RELU {
+            super::simd_rows::$f::<{ super::rows::ACT_RELU }>($($arg),*)
+        } else {
+            super::simd_rows::$f::<{ super::rows::ACT_NONE }>($($arg),*)
+        }
+    };
+}
+
 /// `R` as f32, once [`applies`] has said so.
 #[inline(always)]
 fn f32_ptr<R: Real>(p: *const R) -> *const f32 {
@@ -101,15 +114,7 @@ unsafe fn normalize<R: Real, const ACT: u32>(
             // len values (asserted) that the caller vouches for.
             unsafe {
                 let (src, dst) = (src.add(j0 * s), dst.add(j0 * s));
-                if ACT == super::rows::ACT_RELU {
-                    super::simd_rows::normalize_rows::<{ super::rows::ACT_RELU }>(
-                        src, dst, s, k, a, b,
-                    )
-                } else {
-                    super::simd_rows::normalize_rows::<{ super::rows::ACT_NONE }>(
-                        src, dst, s, k, a, b,
-                    )
-                }
+                simd_call!(normalize_rows(src, dst, s, k, a, b))
             }
         });
     }
@@ -181,15 +186,7 @@ pub(crate) fn backward_sums<R: Real, const ACT: u32>(
             // dy (asserted).
             total += unsafe {
                 let (x, dy) = (x.add(j0 * s), dy.add(j0 * s));
-                if ACT == super::rows::ACT_RELU {
-                    super::simd_rows::backward_sums_rows::<{ super::rows::ACT_RELU }>(
-                        x, dy, s, k, a, b, sums,
-                    )
-                } else {
-                    super::simd_rows::backward_sums_rows::<{ super::rows::ACT_NONE }>(
-                        x, dy, s, k, a, b, sums,
-                    )
-                }
+                simd_call!(backward_sums_rows(x, dy, s, k, a, b, sums))
             };
         });
     }
@@ -228,15 +225,7 @@ unsafe fn backward_apply<R: Real, const ACT: u32>(
             // (asserted) and the x.len() values of dy and dx the caller vouches for.
             unsafe {
                 let (x, dy, dx) = (x.add(j0 * s), dy.add(j0 * s), dx.add(j0 * s));
-                if ACT == super::rows::ACT_RELU {
-                    super::simd_rows::backward_apply_rows::<{ super::rows::ACT_RELU }>(
-                        x, dy, dx, s, coefs, a, b,
-                    )
-                } else {
-                    super::simd_rows::backward_apply_rows::<{ super::rows::ACT_NONE }>(
-                        x, dy, dx, s, coefs, a, b,
-                    )
-                }
+                simd_call!(backward_apply_rows(x, dy, dx, s, coefs, a, b))
             }
         });
     }
