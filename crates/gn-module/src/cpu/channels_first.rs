@@ -396,7 +396,7 @@ multiversion! {
         if ACT == ACT_NONE {
             mean_d = total / group_len;
         }
-        let coefs = BackwardCoefs::from_sums(sums, &gamma[c0..c0 + cpg], mean_d, rstd, group_len);
+        let coefs = BackwardCoefs::from_sums(sums, group_gamma, mean_d, rstd, group_len);
         let (cx, c0r) = (E::Real::from_f64(coefs.cx), E::Real::from_f64(coefs.c0));
         macro_rules! apply {
             ($j:expr, $xs:expr, $gs:expr, $dst:expr) => {{
