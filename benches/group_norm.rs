@@ -15,7 +15,9 @@
 //! reports `y.backward(torch.ones_like(y))`, the same work as burn's `y.backward()`.
 //!
 //! `GN_BENCH_SHAPES=32x256x8x8,32x512x4x4` (a comma-separated list of NxCxHxW) times other
-//! shapes instead, as `--shapes` does in the PyTorch script.
+//! shapes instead, as `--shapes` does in the PyTorch script. `GN_BENCH_LAYOUT=channels_last`
+//! times channels-last inputs (an NHWC tensor permuted to NCHW, what a channels-last model
+//! passes; the names end in `_nhwc`), as `--channels-last` does in the PyTorch script.
 //!
 //! As in the PyTorch script, where `x.grad` lives until the next iteration sets it to `None`,
 //! each iteration's gradients are dropped at the start of the next one: allocation patterns
@@ -52,6 +54,26 @@ fn shapes() -> Vec<[usize; 4]> {
         .collect()
 }
 
+/// Whether `GN_BENCH_LAYOUT` asks for channels-last inputs.
+fn channels_last() -> bool {
+    match std::env::var("GN_BENCH_LAYOUT").as_deref() {
+        Err(_) | Ok("contiguous") => false,
+        Ok("channels_last") => true,
+        Ok(other) => panic!("GN_BENCH_LAYOUT: `{other}` is not `contiguous` or `channels_last`"),
+    }
+}
+
+/// A standard normal tensor of NCHW `shape`, with channels-last strides if `channels_last`.
+fn input(shape: [usize; 4], channels_last: bool, device: &Device, dtype: DType) -> Tensor<4> {
+    let normal = Distribution::Normal(0.0, 1.0);
+    if channels_last {
+        let [n, c, h, w] = shape;
+        Tensor::<4>::random([n, h, w, c], normal, (device, dtype)).permute([0, 3, 1, 2])
+    } else {
+        Tensor::<4>::random(shape, normal, (device, dtype))
+    }
+}
+
 /// Both layers with gamma and beta in `dtype`.
 fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, burn::nn::GroupNorm) {
     let gamma = || Some(Param::from_tensor(Tensor::<1>::ones([c], (device, dtype))));
@@ -64,6 +86,7 @@ fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, bur
 }
 
 fn bench(c: &mut Criterion) {
+    let channels_last = channels_last();
     for (backend, device) in devices() {
         for dtype in [DType::F32, DType::F16] {
             if !device.supports_dtype(dtype) || (backend == "ndarray" && dtype != DType::F32) {
@@ -71,14 +94,14 @@ fn bench(c: &mut Criterion) {
             }
             for shape in shapes() {
                 let name = format!(
-                    "group_norm/{backend}/{dtype:?}/{}",
-                    shape.map(|d| d.to_string()).join("x")
+                    "group_norm/{backend}/{dtype:?}/{}{}",
+                    shape.map(|d| d.to_string()).join("x"),
+                    if channels_last { "_nhwc" } else { "" }
                 );
                 let mut group = c.benchmark_group(name);
                 group.sample_size(10);
 
-                let x =
-                    Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), (&device, dtype));
+                let x = input(shape, channels_last, &device, dtype);
                 let (ours, burns) = layers(shape[1], &device, dtype);
                 // Criterion reports bandwidth from the least traffic each op needs: the forward
                 // reads x and writes y; the backward reads x and dy and writes dx.

@@ -12,6 +12,10 @@ Prints machine info and a markdown table.
 Usage:
   python tools/bench_torch_group_norm.py [--threads N] [--warmup 3] [--repeats 10]
          [--shapes 8x256x56x56,2x2048x7x7] [--dtypes float32,bfloat16]
+         [--channels-last]
+
+--channels-last times x (and dy) in torch.channels_last memory format, as
+GN_BENCH_LAYOUT=channels_last does in `cargo bench --bench group_norm`.
 """
 
 import argparse
@@ -57,12 +61,15 @@ def time_fn(fn, warmup, repeats):
     return statistics.median(times) * 1e3
 
 
-def bench_one(shape, dtype, warmup, repeats):
+def bench_one(shape, dtype, warmup, repeats, channels_last):
     c = shape[1]
     gn = nn.GroupNorm(NUM_GROUPS, c).to(dtype)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).to(dtype)
     dy = torch.randn(shape, generator=gen).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        dy = dy.contiguous(memory_format=torch.channels_last)
 
     def fwd():
         with torch.no_grad():
@@ -81,7 +88,7 @@ def bench_one(shape, dtype, warmup, repeats):
         xg.grad = None
         gn.zero_grad(set_to_none=True)
         y = gn(xg)
-        y.backward(torch.ones_like(y))
+        y.backward(torch.ones_like(y))  # ones_like keeps y's memory format
 
     results = []
     for fn in (fwd, fwd_bwd, fwd_bwd_ones):
@@ -101,6 +108,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated NxCxHxW list")
     ap.add_argument("--dtypes", default=DEFAULT_DTYPES)
+    ap.add_argument("--channels-last", action="store_true", help="x and dy in torch.channels_last")
     args = ap.parse_args()
     malloc = keep_freed_memory()
 
@@ -112,13 +120,16 @@ def main():
     print(f"- allocator: {malloc}")
     print(f"- threads: {torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()})")
     print(f"- processor: {cpu_model()}; machine: {platform.machine()}; {platform.platform()}")
+    print(f"- layout: {'channels_last' if args.channels_last else 'contiguous (NCHW)'}")
     print(f"- timing: median of {args.repeats} runs after {args.warmup} warmup runs\n")
     print("| shape | dtype | fwd ms | fwd+bwd ms | fwd+bwd ms (ones seed) |")
     print("|---|---|---|---|---|")
     for shape in parse_shapes(args.shapes):
         for dname in args.dtypes.split(","):
             dtype = getattr(torch, dname)
-            fwd_ms, fb_ms, fb1_ms = bench_one(shape, dtype, args.warmup, args.repeats)
+            fwd_ms, fb_ms, fb1_ms = bench_one(
+                shape, dtype, args.warmup, args.repeats, args.channels_last
+            )
             shape_s = "[" + ", ".join(str(v) for v in shape) + "]"
             print(f"| {shape_s} | {dname} | {fwd_ms} | {fb_ms} | {fb1_ms} |", flush=True)
 
