@@ -233,7 +233,8 @@ fn allocating_and_in_place_paths_agree() {
 /// The backend ops on channels-last (NHWC-strided) inputs and output gradients, in every
 /// combination of layouts, give what they give on contiguous ones: f32 and f16, with one and
 /// with eight channels per group at each position, a spatial size that is not a multiple of
-/// a vector, and groups large enough for the chunked CubeCL statistics.
+/// a vector, a channel count that is not a multiple of 8, few positions in many samples, and
+/// groups large enough for the chunked CubeCL statistics.
 #[test]
 fn channels_last_backend_ops_match_contiguous() {
     for (backend, device) in devices() {
@@ -241,6 +242,10 @@ fn channels_last_backend_ops_match_contiguous() {
             ([2, 32, 4, 6], 4),
             ([1, 24, 3, 3], 24),
             ([2, 16, 5, 5], 2),
+            // Channels not a multiple of the CPU's 8-channel transpose blocks.
+            ([2, 12, 3, 5], 3),
+            // Few positions, many samples: the CPU forward in blocks of whole groups.
+            ([8, 64, 3, 3], 32),
             // Groups too large for the CubeCL single-pass forward.
             ([1, 64, 40, 40], 4),
         ] {

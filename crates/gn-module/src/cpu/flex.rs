@@ -53,6 +53,7 @@ impl GroupNormBackend for Flex {
         let param_dtype = gamma.dtype();
         let (gamma, beta, rstd) = (to_f64(&gamma), to_f64(&beta), to_f64(&rstd));
         let grad = grad.cast_like(&x);
+        let (x, grad) = same_order(readable(x), readable(grad));
         let grad = match backward_in_place(grad, &x, num_groups, &rstd, &gamma, &beta, activation) {
             Ok((dx, dgamma, dbeta)) => {
                 let c = dgamma.len();
@@ -64,15 +65,8 @@ impl GroupNormBackend for Flex {
             }
             Err(grad) => grad,
         };
-        let (mut x, mut grad) = (readable(x), readable(grad));
         macro_rules! run {
             ($e:ty) => {{
-                let order = |t: &FlexTensor| view_of::<$e>(t).and_then(|v| v.order());
-                if order(&x) != order(&grad) {
-                    // Different memory orders: read both as contiguous NCHW.
-                    x = x.to_contiguous();
-                    grad = grad.to_contiguous();
-                }
                 let (xv, gv) = (view_of::<$e>(&x).unwrap(), view_of::<$e>(&grad).unwrap());
                 let out = super::backward(&xv, &gv, num_groups, &rstd, &gamma, &beta, activation);
                 let c = xv.c;
@@ -85,6 +79,42 @@ impl GroupNormBackend for Flex {
         }
         dispatch_float!(x.dtype(), run)
     }
+}
+
+/// `x` and `grad` (both readable), the channels-last one copied channels-first when the
+/// kernels would read them in different orders (see `transpose`).
+fn same_order(x: FlexTensor, grad: FlexTensor) -> (FlexTensor, FlexTensor) {
+    if order(&x) != order(&grad) {
+        (channels_first_copy(x), channels_first_copy(grad))
+    } else {
+        (x, grad)
+    }
+}
+
+/// The order the kernels read `t` in, if any.
+fn order(t: &FlexTensor) -> Option<Order> {
+    macro_rules! run {
+        ($e:ty) => {
+            view_of::<$e>(t).and_then(|v| v.order())
+        };
+    }
+    dispatch_float!(t.dtype(), run)
+}
+
+/// A channels-last `t` as a dense channels-first tensor; any other `t` unchanged.
+fn channels_first_copy(t: FlexTensor) -> FlexTensor {
+    macro_rules! run {
+        ($e:ty) => {{
+            let copy = view_of::<$e>(&t)
+                .filter(|v| v.order() == Some(Order::ChannelsLast))
+                .map(|v| super::channels_first_copy(&v));
+            match copy {
+                Some(values) => dense(values, view_shape(&t), Order::ChannelsFirst, t.dtype()),
+                None => t,
+            }
+        }};
+    }
+    dispatch_float!(t.dtype(), run)
 }
 
 /// The contiguous storage of `t` when nothing else references it.

@@ -17,6 +17,7 @@
 
 mod channels_first;
 mod channels_last;
+mod channels_last_blocks;
 pub(crate) mod elem;
 mod group_rows;
 mod rows;
@@ -25,9 +26,11 @@ mod simd;
 #[cfg(target_arch = "x86_64")]
 mod simd_rows;
 mod tasks;
+mod transpose;
 
 pub(crate) use channels_first::{backward_inplace, forward_inplace};
 pub(crate) use elem::CpuElem;
+pub(crate) use transpose::channels_first_copy;
 
 /// Generates a function that runs its body compiled for AVX2, FMA and F16C when the CPU has them
 /// (detected at run time) and for the baseline target otherwise.
@@ -217,15 +220,18 @@ pub(crate) fn forward<E: CpuElem>(
         Order::ChannelsFirst => {
             channels_first::forward(x, num_groups, gamma, beta, epsilon, activation)
         }
-        Order::ChannelsLast => {
-            channels_last::forward(x, num_groups, gamma, beta, epsilon, activation)
-        }
+        Order::ChannelsLast => match channels_last_blocks::groups_per_task(x, num_groups) {
+            Some(per_task) => channels_last_blocks::forward(
+                x, num_groups, per_task, gamma, beta, epsilon, activation,
+            ),
+            None => channels_last::forward(x, num_groups, gamma, beta, epsilon, activation),
+        },
     }
 }
 
 /// The backward pass: `dx`, `dgamma` and `dbeta` from the output gradient `dy`.
 ///
-/// `x` and `dy` must share an [`order`](View::order) (the adapter copies `dy` otherwise).
+/// `x` and `dy` must share an [`order`](View::order) (the adapter copies one otherwise).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<E: CpuElem>(
     x: &View<'_, E>,

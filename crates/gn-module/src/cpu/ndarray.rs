@@ -70,6 +70,7 @@ impl GroupNormBackend for NdArray {
         num_groups: usize,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (x, grad) = same_order(x, grad);
         let gamma_is_f64 = matches!(gamma, NdArrayTensor::F64(_));
         let (gamma, beta, rstd) = (to_f64(gamma), to_f64(beta), to_f64(rstd));
         let params = |values: Vec<f64>| -> NdArrayTensor {
@@ -138,6 +139,42 @@ impl GroupNormBackend for NdArray {
                 burn::backend::TensorMetadata::dtype(&grad)
             ),
         }
+    }
+}
+
+/// `x` and `grad`, the channels-last one copied channels-first when the kernels would read
+/// them in different orders (see `transpose`).
+fn same_order(x: NdArrayTensor, grad: NdArrayTensor) -> (NdArrayTensor, NdArrayTensor) {
+    let order = |t: &NdArrayTensor| match t {
+        NdArrayTensor::F32(s) => order_of(&s.view()),
+        NdArrayTensor::F64(s) => order_of(&s.view()),
+        _ => None,
+    };
+    match (order(&x), order(&grad)) {
+        (Some(a), Some(b)) if a != b => (channels_first_copy(x), channels_first_copy(grad)),
+        _ => (x, grad),
+    }
+}
+
+/// A channels-last `t` as a dense channels-first tensor; any other `t` unchanged.
+fn channels_first_copy(t: NdArrayTensor) -> NdArrayTensor {
+    fn copy<E: CpuElem>(array: ArrayViewD<'_, E>) -> Option<(Vec<E>, Vec<usize>)> {
+        let view = array
+            .as_slice_memory_order()
+            .and_then(|s| super::view(s, 0, array.shape(), array.strides()))
+            .filter(|v| v.order() == Some(Order::ChannelsLast))?;
+        Some((super::channels_first_copy(&view), array.shape().to_vec()))
+    }
+    match &t {
+        NdArrayTensor::F32(s) => match copy(s.view()) {
+            Some((values, shape)) => dense(values, &shape, Order::ChannelsFirst),
+            None => t,
+        },
+        NdArrayTensor::F64(s) => match copy(s.view()) {
+            Some((values, shape)) => dense(values, &shape, Order::ChannelsFirst),
+            None => t,
+        },
+        _ => t,
     }
 }
 

@@ -1,0 +1,235 @@
+//! Channels-last to channels-first copies, for a backward pass whose `x` and `dy` come in
+//! different memory orders (a channels-last input whose gradient `y.backward()` seeds in NCHW,
+//! or that a layer returning NCHW passes back).
+//!
+//! The channels-first kernels then run on both: they keep each group in L2 between the sums
+//! and `dx`, and can write `dx` over a gradient nothing else holds, so one copy of the
+//! channels-last operand costs less than the channels-last kernels' two whole passes.
+
+use core::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::elem::{assume_init, uninit_vec};
+use super::{Order, View, min_tasks};
+
+/// Channels per task: 512 bytes of each position's row of four-byte values (shorter pieces
+/// at that stride leave memory mostly idle).
+const TASK_CHANNELS: usize = 128;
+/// Positions per window of [`copy_channels_f32`].
+#[cfg(target_arch = "x86_64")]
+const WINDOW: usize = 64;
+
+/// The values of the channels-last view `v` as a dense channels-first `[N, C, S]` vector.
+///
+/// # Panics
+///
+/// If `v` is not channels-last.
+pub(crate) fn channels_first_copy<E: Copy + Send + Sync>(v: &View<'_, E>) -> Vec<E> {
+    assert_eq!(v.order(), Some(Order::ChannelsLast), "a channels-last view");
+    let (c, s) = (v.c, v.s);
+    let mut out = uninit_vec::<E>(v.n * c * s);
+    if out.is_empty() {
+        // SAFETY: nothing to initialize.
+        return unsafe { assume_init(out) };
+    }
+    // Tasks: a block of channels of one sample (contiguous rows of the output).
+    let per_task = TASK_CHANNELS * min_tasks(TASK_CHANNELS * s);
+    out.par_chunks_mut(c * s)
+        .enumerate()
+        .flat_map(|(n, sample)| {
+            sample
+                .par_chunks_mut(per_task * s)
+                .enumerate()
+                .map(move |(t, rows)| (n, t * per_task, rows))
+        })
+        .for_each(|(n, c0, rows)| copy_channels(v, n, c0, rows));
+    // SAFETY: the tasks cover every channel row of every sample.
+    unsafe { assume_init(out) }
+}
+
+/// `rows[j * S + i] = v[n, c0 + j, i]` for the channels the rows hold.
+fn copy_channels<E: Copy>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [MaybeUninit<E>]) {
+    let s = v.s;
+    let channels = rows.len() / s;
+    #[cfg(target_arch = "x86_64")]
+    let done = if size_of::<E>() == 4 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected; E is 4 bytes, only moved, never interpreted.
+        unsafe { copy_channels_f32(v, n, c0, rows) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    // Position by position: each reads adjacent values.
+    for i in 0..s {
+        for j in done..channels {
+            rows[j * s + i].write(v.data[v.index(n, c0 + j, i)]);
+        }
+    }
+}
+
+/// [`copy_channels`] for 4-byte elements by 8x8 AVX2 transposes, over the first whole eights
+/// of the rows' channels (at every position); returns the channels done.
+///
+/// Positions go in windows of [`WINDOW`]: within one, each block of 8 channels is written
+/// along its 8 rows (runs of the window's length: output rows `S` values apart, a multiple of
+/// 4 KiB for many `S`, would otherwise contend for the same L1 sets), while the window's
+/// source lines stay in L1/L2 from one block to the next; the next window's lines are
+/// prefetched (positions are `C` values apart, a stride the hardware prefetcher does not
+/// follow across pages).
+///
+/// # Safety
+///
+/// The CPU must support AVX2, and `E` must be 4 bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_channels_f32<E: Copy>(
+    v: &View<'_, E>,
+    n: usize,
+    c0: usize,
+    rows: &mut [MaybeUninit<E>],
+) -> usize {
+    use core::arch::x86_64::*;
+    let s = v.s;
+    let whole = rows.len() / s / 8 * 8;
+    let vector_positions = s / 8 * 8;
+    if whole == 0 {
+        return 0;
+    }
+    // Bounds: the block's first and last values; everything read lies between them.
+    let _ = v.data[v.index(n, c0 + whole - 1, s - 1)];
+    let src = v.data[v.index(n, c0, 0)..].as_ptr().cast::<f32>();
+    let out = rows.as_mut_ptr().cast::<f32>();
+    let ss = v.ss;
+    let lines = (whole * 4).div_ceil(64);
+    for w0 in (0..vector_positions).step_by(WINDOW) {
+        let w1 = (w0 + WINDOW).min(vector_positions);
+        for i in w1..(w1 + WINDOW).min(s) {
+            for line in 0..lines {
+                // Prefetches never fault (and the pointers are never dereferenced).
+                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(i * ss + line * 16).cast());
+            }
+        }
+        for j0 in (0..whole).step_by(8) {
+            for i0 in (w0..w1).step_by(8) {
+                // SAFETY: the loads read positions i0..i0 + 8 of channels j0..j0 + 8 (inside
+                // the bounds checked above; 8 adjacent 4-byte channels each); the stores
+                // write `rows[(j0 + k) * S + i0..][..8]`, inside `rows` as j0 + 8 <= whole.
+                unsafe {
+                    let r: [__m256; 8] =
+                        core::array::from_fn(|k| _mm256_loadu_ps(src.add((i0 + k) * ss + j0)));
+                    for (k, col) in transpose8x8(r).into_iter().enumerate() {
+                        _mm256_storeu_ps(out.add((j0 + k) * s + i0), col);
+                    }
+                }
+            }
+        }
+    }
+    for j in 0..whole {
+        for i in vector_positions..s {
+            rows[j * s + i].write(v.data[v.index(n, c0 + j, i)]);
+        }
+    }
+    whole
+}
+
+/// The 8x8 transpose of the rows `r`: lane `k` of output `j` is lane `j` of `r[k]`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose8x8(r: [core::arch::x86_64::__m256; 8]) -> [core::arch::x86_64::__m256; 8] {
+    use core::arch::x86_64::*;
+    // SAFETY: only called from functions compiled with AVX enabled.
+    unsafe {
+        // Interleave pairs of rows, then pairs of pairs, then the two 128-bit halves.
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every element lands where the channels-first layout puts it, for channel and position
+    /// counts on and off the 8x8 blocks, tasks of several channel blocks, views with an
+    /// offset and padded position rows, in 4-byte and other element sizes.
+    #[test]
+    fn copies_every_element_to_its_channels_first_place() {
+        for (n, c, s) in [
+            (1, 8, 8),
+            (2, 3, 5),
+            (2, 12, 17),
+            (1, 40, 64),
+            (3, 24, 9),
+            (1, 16, 1100),
+        ] {
+            for pad in [0, 3] {
+                // Position rows of C values plus `pad` unused ones, after an offset of 5.
+                let ss = c + pad;
+                let sn = s * ss + 2;
+                let offset = 5;
+                let len = offset + n * sn;
+                let value = |i: usize| (i as f32) * 0.5 - 7.0;
+                let data32: Vec<f32> = (0..len).map(value).collect();
+                let data64: Vec<f64> = (0..len).map(|i| value(i) as f64).collect();
+                let view = |data| View {
+                    data,
+                    offset,
+                    n,
+                    c,
+                    s,
+                    sn,
+                    sc: 1,
+                    ss,
+                };
+                let got32 = channels_first_copy(&view(&data32[..]));
+                let got64 = channels_first_copy(&View {
+                    data: &data64[..],
+                    offset,
+                    n,
+                    c,
+                    s,
+                    sn,
+                    sc: 1,
+                    ss,
+                });
+                for b in 0..n {
+                    for ch in 0..c {
+                        for p in 0..s {
+                            let at = offset + b * sn + p * ss + ch;
+                            let i = (b * c + ch) * s + p;
+                            let case = format!("[{n}, {c}, {s}] pad {pad} at ({b}, {ch}, {p})");
+                            assert_eq!(got32[i], data32[at], "f32 {case}");
+                            assert_eq!(got64[i], data64[at], "f64 {case}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
