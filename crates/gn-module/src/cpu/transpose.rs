@@ -16,8 +16,7 @@ use super::{Order, View, min_tasks};
 /// Channels per task: 512 bytes of each position's row of four-byte values (shorter pieces
 /// at that stride leave memory mostly idle).
 const TASK_CHANNELS: usize = 128;
-/// Positions per window of [`copy_channels_f32`].
-#[cfg(target_arch = "x86_64")]
+/// Positions per window of [`copy_channels`].
 const WINDOW: usize = 64;
 
 /// The values of the channels-last view `v` as a dense channels-first `[N, C, S]` vector.
@@ -61,10 +60,19 @@ fn copy_channels<E: Copy>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [Mayb
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
-    // Position by position: each reads adjacent values.
-    for i in 0..s {
-        for j in done..channels {
-            rows[j * s + i].write(v.data[v.index(n, c0 + j, i)]);
+    // In windows of positions, by 8x8 tiles: each tile reads 8 lines and writes 8 runs, so
+    // that neither the output rows (`S` values apart) nor the positions (`C` apart), often a
+    // multiple of 4 KiB, have more lines in flight than an L1 set holds.
+    for w0 in (0..s).step_by(WINDOW) {
+        let w1 = (w0 + WINDOW).min(s);
+        for j0 in (done..channels).step_by(8) {
+            for i0 in (w0..w1).step_by(8) {
+                for j in j0..(j0 + 8).min(channels) {
+                    for i in i0..(i0 + 8).min(w1) {
+                        rows[j * s + i].write(v.data[v.index(n, c0 + j, i)]);
+                    }
+                }
+            }
         }
     }
 }
@@ -72,7 +80,7 @@ fn copy_channels<E: Copy>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [Mayb
 /// [`copy_channels`] for 4-byte elements by 8x8 AVX2 transposes, over the first whole eights
 /// of the rows' channels (at every position); returns the channels done.
 ///
-/// Positions go in windows of [`WINDOW`]: within one, each block of 8 channels is written
+/// Positions go in windows of [`WINDOW`] as in [`copy_channels`]: within one, each block of 8 channels is written
 /// along its 8 rows (runs of the window's length: output rows `S` values apart, a multiple of
 /// 4 KiB for many `S`, would otherwise contend for the same L1 sets), while the window's
 /// source lines stay in L1/L2 from one block to the next; the next window's lines are
