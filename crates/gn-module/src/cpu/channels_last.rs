@@ -128,8 +128,9 @@ multiversion! {
     }
 }
 
+/// Adds the running sums `acc` into `total` and clears them.
 #[inline(always)]
-fn flush<R: Real>(acc: &mut [R], total: &mut [f64]) {
+pub(super) fn flush<R: Real>(acc: &mut [R], total: &mut [f64]) {
     for (a, t) in acc.iter_mut().zip(total) {
         *t += a.to_f64();
         *a = R::ZERO;

@@ -9,6 +9,7 @@
 use core::mem::MaybeUninit;
 use core::ops::Range;
 
+use super::channels_last::flush;
 use super::elem::{Real, assume_init, read_chunks, uninit_vec, write_chunks};
 use super::rows;
 use super::tasks::for_each_task;
@@ -178,14 +179,6 @@ multiversion! {
                 off = end;
             });
         }
-    }
-}
-
-#[inline(always)]
-fn flush<R: Real>(acc: &mut [R], total: &mut [f64]) {
-    for (a, t) in acc.iter_mut().zip(total) {
-        *t += a.to_f64();
-        *a = R::ZERO;
     }
 }
 
