@@ -52,11 +52,16 @@ fn copy_channels<E: Copy>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [Mayb
     let s = v.s;
     let channels = rows.len() / s;
     #[cfg(target_arch = "x86_64")]
-    let done = if size_of::<E>() == 4 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was just detected; E is 4 bytes, only moved, never interpreted.
-        unsafe { copy_channels_f32(v, n, c0, rows) }
-    } else {
-        0
+    let done = match size_of::<E>() {
+        4 if std::arch::is_x86_feature_detected!("avx2") => {
+            // SAFETY: AVX2 was just detected; E is 4 bytes, only moved, never interpreted.
+            unsafe { copy_channel_blocks::<Four, E>(v, n, c0, rows) }
+        }
+        2 if std::arch::is_x86_feature_detected!("avx2") => {
+            // SAFETY: as above, for 2 bytes.
+            unsafe { copy_channel_blocks::<Two, E>(v, n, c0, rows) }
+        }
+        _ => 0,
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
@@ -77,22 +82,22 @@ fn copy_channels<E: Copy>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [Mayb
     }
 }
 
-/// [`copy_channels`] for 4-byte elements by 8x8 AVX2 transposes, over the first whole eights
-/// of the rows' channels (at every position); returns the channels done.
+/// [`copy_channels`] by 8x8 transposes of `B`-sized elements, over the first whole eights of
+/// the rows' channels (at every position); returns the channels done.
 ///
-/// Positions go in windows of [`WINDOW`] as in [`copy_channels`]: within one, each block of 8 channels is written
-/// along its 8 rows (runs of the window's length: output rows `S` values apart, a multiple of
-/// 4 KiB for many `S`, would otherwise contend for the same L1 sets), while the window's
-/// source lines stay in L1/L2 from one block to the next; the next window's lines are
-/// prefetched (positions are `C` values apart, a stride the hardware prefetcher does not
-/// follow across pages).
+/// Positions go in windows of [`WINDOW`] as in [`copy_channels`]: within one, each block of 8
+/// channels is written along its 8 rows (runs of the window's length: output rows `S` values
+/// apart, a multiple of 4 KiB for many `S`, would otherwise contend for the same L1 sets),
+/// while the window's source lines stay in L1/L2 from one block to the next; the next
+/// window's lines are prefetched (positions are `C` values apart, a stride the hardware
+/// prefetcher does not follow across pages).
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, and `E` must be 4 bytes.
+/// The CPU must support AVX2, and `E` must be `B::BYTES` bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn copy_channels_f32<E: Copy>(
+unsafe fn copy_channel_blocks<B: Block8, E: Copy>(
     v: &View<'_, E>,
     n: usize,
     c0: usize,
@@ -107,29 +112,30 @@ unsafe fn copy_channels_f32<E: Copy>(
     }
     // Bounds: the block's first and last values; everything read lies between them.
     let _ = v.data[v.index(n, c0 + whole - 1, s - 1)];
-    let src = v.data[v.index(n, c0, 0)..].as_ptr().cast::<f32>();
-    let out = rows.as_mut_ptr().cast::<f32>();
-    let ss = v.ss;
-    let lines = (whole * 4).div_ceil(64);
+    let src = v.data[v.index(n, c0, 0)..].as_ptr().cast::<u8>();
+    let out = rows.as_mut_ptr().cast::<u8>();
+    let (ss, bytes) = (v.ss, B::BYTES);
+    let lines = (whole * bytes).div_ceil(64);
     for w0 in (0..vector_positions).step_by(WINDOW) {
         let w1 = (w0 + WINDOW).min(vector_positions);
         for i in w1..(w1 + WINDOW).min(s) {
             for line in 0..lines {
                 // Prefetches never fault (and the pointers are never dereferenced).
-                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(i * ss + line * 16).cast());
+                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(i * ss * bytes + line * 64).cast());
             }
         }
         for j0 in (0..whole).step_by(8) {
             for i0 in (w0..w1).step_by(8) {
-                // SAFETY: the loads read positions i0..i0 + 8 of channels j0..j0 + 8 (inside
-                // the bounds checked above; 8 adjacent 4-byte channels each); the stores
-                // write `rows[(j0 + k) * S + i0..][..8]`, inside `rows` as j0 + 8 <= whole.
+                // SAFETY: the block reads positions i0..i0 + 8 of channels j0..j0 + 8 (inside
+                // the bounds checked above; 8 adjacent channels each) and writes
+                // `rows[(j0 + k) * S + i0..][..8]`, inside `rows` as j0 + 8 <= whole.
                 unsafe {
-                    let r: [__m256; 8] =
-                        core::array::from_fn(|k| _mm256_loadu_ps(src.add((i0 + k) * ss + j0)));
-                    for (k, col) in transpose8x8(r).into_iter().enumerate() {
-                        _mm256_storeu_ps(out.add((j0 + k) * s + i0), col);
-                    }
+                    B::transpose(
+                        src.add((i0 * ss + j0) * bytes),
+                        ss,
+                        out.add(((j0 * s) + i0) * bytes),
+                        s,
+                    );
                 }
             }
         }
@@ -142,40 +148,113 @@ unsafe fn copy_channels_f32<E: Copy>(
     whole
 }
 
-/// The 8x8 transpose of the rows `r`: lane `k` of output `j` is lane `j` of `r[k]`.
+/// An 8x8 transpose of elements of one size (their bits moved, never interpreted).
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn transpose8x8(r: [core::arch::x86_64::__m256; 8]) -> [core::arch::x86_64::__m256; 8] {
-    use core::arch::x86_64::*;
-    // SAFETY: only called from functions compiled with AVX enabled.
-    unsafe {
-        // Interleave pairs of rows, then pairs of pairs, then the two 128-bit halves.
-        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        [
-            _mm256_permute2f128_ps::<0x20>(u0, u4),
-            _mm256_permute2f128_ps::<0x20>(u1, u5),
-            _mm256_permute2f128_ps::<0x20>(u2, u6),
-            _mm256_permute2f128_ps::<0x20>(u3, u7),
-            _mm256_permute2f128_ps::<0x31>(u0, u4),
-            _mm256_permute2f128_ps::<0x31>(u1, u5),
-            _mm256_permute2f128_ps::<0x31>(u2, u6),
-            _mm256_permute2f128_ps::<0x31>(u3, u7),
-        ]
+trait Block8 {
+    /// Bytes of an element.
+    const BYTES: usize;
+
+    /// Writes row `k` of the 8x8 block at `src` (rows `src_stride` elements apart) as
+    /// column `k` of the block at `dst` (rows `dst_stride` elements apart).
+    ///
+    /// # Safety
+    ///
+    /// Both blocks must be valid for their accesses; the CPU must support AVX.
+    unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize);
+}
+
+/// 4-byte elements (f32): AVX registers.
+#[cfg(target_arch = "x86_64")]
+struct Four;
+
+/// 2-byte elements (f16, bf16): SSE2 registers.
+#[cfg(target_arch = "x86_64")]
+struct Two;
+
+#[cfg(target_arch = "x86_64")]
+impl Block8 for Four {
+    const BYTES: usize = 4;
+
+    #[inline(always)]
+    unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+        use core::arch::x86_64::*;
+        // SAFETY: the caller's contract.
+        unsafe {
+            let (src, dst) = (src.cast::<f32>(), dst.cast::<f32>());
+            let r: [__m256; 8] = core::array::from_fn(|k| _mm256_loadu_ps(src.add(k * src_stride)));
+            // Interleave pairs of rows, then pairs of pairs, then the two 128-bit halves.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (j, col) in cols.into_iter().enumerate() {
+                _mm256_storeu_ps(dst.add(j * dst_stride), col);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Block8 for Two {
+    const BYTES: usize = 2;
+
+    #[inline(always)]
+    unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+        use core::arch::x86_64::*;
+        // SAFETY: the caller's contract.
+        unsafe {
+            let (src, dst) = (src.cast::<u16>(), dst.cast::<u16>());
+            let r: [__m128i; 8] =
+                core::array::from_fn(|k| _mm_loadu_si128(src.add(k * src_stride).cast()));
+            // Interleave 16-bit pairs, then 32-bit pairs, then 64-bit halves.
+            let t: [__m128i; 8] = core::array::from_fn(|i| {
+                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm_unpacklo_epi16(a, b)
+                } else {
+                    _mm_unpackhi_epi16(a, b)
+                }
+            });
+            // u[0..4]: rows 0-3, columns (0,1), (2,3), (4,5), (6,7); u[4..8]: rows 4-7.
+            let u = [
+                _mm_unpacklo_epi32(t[0], t[2]),
+                _mm_unpackhi_epi32(t[0], t[2]),
+                _mm_unpacklo_epi32(t[1], t[3]),
+                _mm_unpackhi_epi32(t[1], t[3]),
+                _mm_unpacklo_epi32(t[4], t[6]),
+                _mm_unpackhi_epi32(t[4], t[6]),
+                _mm_unpacklo_epi32(t[5], t[7]),
+                _mm_unpackhi_epi32(t[5], t[7]),
+            ];
+            for q in 0..4 {
+                let lo = _mm_unpacklo_epi64(u[q], u[q + 4]);
+                let hi = _mm_unpackhi_epi64(u[q], u[q + 4]);
+                _mm_storeu_si128(dst.add(2 * q * dst_stride).cast(), lo);
+                _mm_storeu_si128(dst.add((2 * q + 1) * dst_stride).cast(), hi);
+            }
+        }
     }
 }
 
@@ -185,7 +264,7 @@ mod tests {
 
     /// Every element lands where the channels-first layout puts it, for channel and position
     /// counts on and off the 8x8 blocks, tasks of several channel blocks, views with an
-    /// offset and padded position rows, in 4-byte and other element sizes.
+    /// offset and padded position rows, in 4-, 2- and 8-byte elements.
     #[test]
     fn copies_every_element_to_its_channels_first_place() {
         for (n, c, s) in [
@@ -205,6 +284,7 @@ mod tests {
                 let value = |i: usize| (i as f32) * 0.5 - 7.0;
                 let data32: Vec<f32> = (0..len).map(value).collect();
                 let data64: Vec<f64> = (0..len).map(|i| value(i) as f64).collect();
+                let data16: Vec<u16> = (0..len).map(|i| (i % 65_536) as u16).collect();
                 let view = |data| View {
                     data,
                     offset,
@@ -226,6 +306,16 @@ mod tests {
                     sc: 1,
                     ss,
                 });
+                let got16 = channels_first_copy(&View {
+                    data: &data16[..],
+                    offset,
+                    n,
+                    c,
+                    s,
+                    sn,
+                    sc: 1,
+                    ss,
+                });
                 for b in 0..n {
                     for ch in 0..c {
                         for p in 0..s {
@@ -234,6 +324,7 @@ mod tests {
                             let case = format!("[{n}, {c}, {s}] pad {pad} at ({b}, {ch}, {p})");
                             assert_eq!(got32[i], data32[at], "f32 {case}");
                             assert_eq!(got64[i], data64[at], "f64 {case}");
+                            assert_eq!(got16[i], data16[at], "2-byte {case}");
                         }
                     }
                 }
