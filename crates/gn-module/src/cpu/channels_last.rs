@@ -83,7 +83,6 @@ fn group_sums<E: CpuElem>(
 }
 
 multiversion! {
-    #[allow(unused_assignments)] // `off` is dead after the single native chunk.
     /// `[Σ d, Σ d²]` per group over the positions `rows` of sample `n`.
     fn stats_task<E: CpuElem, const ACT: u32>(
         x: &View<'_, E>,
@@ -99,21 +98,7 @@ multiversion! {
         let mut t1 = vec![0f64; c];
         let mut t2 = vec![0f64; c];
         for (i, s) in rows.enumerate() {
-            let mut off = 0;
-            read_chunks!(E, x.position(n, s), |chunk| {
-                let end = off + chunk.len();
-                for (((a1, a2), &v), &k) in s1[off..end]
-                    .iter_mut()
-                    .zip(&mut s2[off..end])
-                    .zip(chunk)
-                    .zip(&shifts[off..end])
-                {
-                    let d = v - k;
-                    *a1 += d;
-                    *a2 += d * d;
-                }
-                off = end;
-            });
+            add_row_sums(x.position(n, s), shifts, &mut s1, &mut s2);
             if (i + 1) % FLUSH_ROWS == 0 {
                 flush(&mut s1, &mut t1);
                 flush(&mut s2, &mut t2);
@@ -202,7 +187,6 @@ pub(super) fn forward<E: CpuElem>(
 }
 
 multiversion! {
-    #[allow(unused_assignments)] // `off` is dead after the single native chunk.
     /// `out = act((x - shift) * a + b)` over the positions `rows` of sample `n`.
     fn normalize_task<E: CpuElem, const ACT: u32>(
         x: &View<'_, E>,
@@ -213,24 +197,64 @@ multiversion! {
         b: &[E::Real],
         out: &mut [MaybeUninit<E>],
     ) {
-        let c = x.c;
-        for (s, out_row) in rows.zip(out.chunks_mut(c)) {
-            let mut off = 0;
-            write_chunks!(E, x.position(n, s), out_row, |src, dst| {
-                let end = off + src.len();
-                for ((((y, &v), &k), &a), &b) in dst
-                    .iter_mut()
-                    .zip(src)
-                    .zip(&shifts[off..end])
-                    .zip(&a[off..end])
-                    .zip(&b[off..end])
-                {
-                    y.write(rows::activate::<E::Real, ACT>((v - k) * a + b));
-                }
-                off = end;
-            });
+        for (s, out_row) in rows.zip(out.chunks_mut(x.c)) {
+            normalize_row::<E, ACT>(x.position(n, s), shifts, a, b, out_row);
         }
     }
+}
+
+/// `s1 += x - shift` and `s2 += (x - shift)²` per channel over one position row (`shifts`,
+/// `s1` and `s2` hold the row's channels).
+#[inline(always)]
+#[allow(unused_assignments)] // `off` is dead after the single native chunk.
+pub(super) fn add_row_sums<E: CpuElem>(
+    row: &[E],
+    shifts: &[E::Real],
+    s1: &mut [E::Real],
+    s2: &mut [E::Real],
+) {
+    let mut off = 0;
+    read_chunks!(E, row, |chunk| {
+        let end = off + chunk.len();
+        for (((a1, a2), &v), &k) in s1[off..end]
+            .iter_mut()
+            .zip(&mut s2[off..end])
+            .zip(chunk)
+            .zip(&shifts[off..end])
+        {
+            let d = v - k;
+            *a1 += d;
+            *a2 += d * d;
+        }
+        off = end;
+    });
+}
+
+/// `out = act((x - shift) * a + b)` per channel over one position row (the slices hold the
+/// row's channels).
+#[inline(always)]
+#[allow(unused_assignments)] // `off` is dead after the single native chunk.
+pub(super) fn normalize_row<E: CpuElem, const ACT: u32>(
+    row: &[E],
+    shifts: &[E::Real],
+    a: &[E::Real],
+    b: &[E::Real],
+    out: &mut [MaybeUninit<E>],
+) {
+    let mut off = 0;
+    write_chunks!(E, row, out, |src, dst| {
+        let end = off + src.len();
+        for ((((y, &v), &k), &a), &b) in dst
+            .iter_mut()
+            .zip(src)
+            .zip(&shifts[off..end])
+            .zip(&a[off..end])
+            .zip(&b[off..end])
+        {
+            y.write(rows::activate::<E::Real, ACT>((v - k) * a + b));
+        }
+        off = end;
+    });
 }
 
 pub(super) fn backward<E: CpuElem>(

@@ -9,9 +9,9 @@
 use core::mem::MaybeUninit;
 use core::ops::Range;
 
-use super::channels_last::flush;
-use super::elem::{Real, assume_init, read_chunks, uninit_vec, write_chunks};
-use super::rows;
+use super::channels_last::{add_row_sums, flush, normalize_row};
+use super::elem::{Real, assume_init, uninit_vec};
+use super::rows; // with_activation! names its codes through it
 use super::tasks::for_each_task;
 use super::{CpuElem, Forward, Order, View, group_stats, multiversion, with_activation};
 
@@ -96,7 +96,6 @@ pub(super) fn forward<E: CpuElem>(
 }
 
 multiversion! {
-    #[allow(unused_assignments)] // `off` is dead after the single native chunk.
     /// Statistics of the groups of `channels` in sample `n` into `stats`, then
     /// `y = act((x - shift) a + b)` for those channels at every position.
     fn block_task<E: CpuElem, const ACT: u32>(
@@ -122,21 +121,7 @@ multiversion! {
             let ahead = x.data.as_ptr().wrapping_add(x.index(n, c0, s + AHEAD));
             prefetch(ahead);
             prefetch(ahead.wrapping_add(len - 1));
-            let mut off = 0;
-            read_chunks!(E, row(s), |chunk| {
-                let end = off + chunk.len();
-                for (((a1, a2), &v), &k) in s1[off..end]
-                    .iter_mut()
-                    .zip(&mut s2[off..end])
-                    .zip(chunk)
-                    .zip(&shifts[off..end])
-                {
-                    let d = v - k;
-                    *a1 += d;
-                    *a2 += d * d;
-                }
-                off = end;
-            });
+            add_row_sums(row(s), &shifts, &mut s1, &mut s2);
             if (s + 1) % FLUSH_ROWS == 0 {
                 flush(&mut s1, &mut t1);
                 flush(&mut s2, &mut t2);
@@ -164,20 +149,7 @@ multiversion! {
             let dst = unsafe {
                 core::slice::from_raw_parts_mut(out.0.add((n * x.s + s) * x.c + c0), len)
             };
-            let mut off = 0;
-            write_chunks!(E, row(s), dst, |src, dst| {
-                let end = off + src.len();
-                for ((((y, &v), &k), &a), &b) in dst
-                    .iter_mut()
-                    .zip(src)
-                    .zip(&shifts[off..end])
-                    .zip(&a[off..end])
-                    .zip(&b[off..end])
-                {
-                    y.write(rows::activate::<E::Real, ACT>((v - k) * a + b));
-                }
-                off = end;
-            });
+            normalize_row::<E, ACT>(row(s), &shifts, &a, &b, dst);
         }
     }
 }
