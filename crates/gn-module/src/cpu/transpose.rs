@@ -8,9 +8,8 @@
 
 use core::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::elem::{assume_init, uninit_vec};
+use super::tasks::for_each_task;
 use super::{Order, View, min_tasks};
 
 /// Channels per task: 512 bytes of each position's row of four-byte values (shorter pieces
@@ -34,15 +33,20 @@ pub(crate) fn channels_first_copy<E: Copy + Send + Sync>(v: &View<'_, E>) -> Vec
     }
     // Tasks: a block of channels of one sample (contiguous rows of the output).
     let per_task = TASK_CHANNELS * min_tasks(TASK_CHANNELS * s);
-    out.par_chunks_mut(c * s)
+    let bytes = size_of_val(out.as_slice());
+    let tasks: Vec<_> = out
+        .chunks_mut(c * s)
         .enumerate()
         .flat_map(|(n, sample)| {
             sample
-                .par_chunks_mut(per_task * s)
+                .chunks_mut(per_task * s)
                 .enumerate()
                 .map(move |(t, rows)| (n, t * per_task, rows))
         })
-        .for_each(|(n, c0, rows)| copy_channels(v, n, c0, rows));
+        .collect();
+    for_each_task(tasks, 1, bytes, |_, (n, c0, rows)| {
+        copy_channels(v, n, c0, rows)
+    });
     // SAFETY: the tasks cover every channel row of every sample.
     unsafe { assume_init(out) }
 }
