@@ -38,14 +38,9 @@ pub(super) fn forward<E: CpuElem>(
             forward_group::<E>(x, n, g * cpg, cpg, gamma, beta, epsilon, out, stream)
         );
     });
-    let (mean, rstd) = stats.into_iter().map(|[m, r]| (m, r)).unzip();
-    Forward {
-        // SAFETY: every group's task wrote its whole chunk.
-        y: unsafe { assume_init(y) },
-        mean,
-        rstd,
-        order: Order::ChannelsFirst,
-    }
+    // SAFETY: every group's task wrote its whole chunk.
+    let y = unsafe { assume_init(y) };
+    Forward::from_group_stats(y, stats, Order::ChannelsFirst)
 }
 
 /// [`forward`] overwriting `data`, a contiguous `[N, C, S]` f32 or f64 tensor that nothing

@@ -85,14 +85,9 @@ pub(super) fn forward<E: CpuElem>(
             block_task::<E>(x, n, channels, cpg, gamma, beta, epsilon, out, stats)
         );
     });
-    let (mean, rstd) = stats.into_iter().map(|[m, r]| (m, r)).unzip();
-    Forward {
-        // SAFETY: the tasks cover every channel of every position of every sample.
-        y: unsafe { assume_init(y) },
-        mean,
-        rstd,
-        order: Order::ChannelsLast,
-    }
+    // SAFETY: the tasks cover every channel of every position of every sample.
+    let y = unsafe { assume_init(y) };
+    Forward::from_group_stats(y, stats, Order::ChannelsLast)
 }
 
 multiversion! {

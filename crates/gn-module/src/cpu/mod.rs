@@ -194,6 +194,19 @@ pub(crate) struct Forward<E> {
     pub order: Order,
 }
 
+impl<E> Forward<E> {
+    /// The outputs from `y` and the per-`(n, g)` `[mean, rstd]` pairs.
+    fn from_group_stats(y: Vec<E>, stats: Vec<[f64; 2]>, order: Order) -> Self {
+        let (mean, rstd) = stats.into_iter().map(|[m, r]| (m, r)).unzip();
+        Self {
+            y,
+            mean,
+            rstd,
+            order,
+        }
+    }
+}
+
 /// Outputs of the backward kernel.
 pub(crate) struct Backward<E> {
     /// Dense input gradient in `order`.

@@ -159,10 +159,7 @@ fn same_order(x: NdArrayTensor, grad: NdArrayTensor) -> (NdArrayTensor, NdArrayT
 /// A channels-last `t` as a dense channels-first tensor; any other `t` unchanged.
 fn channels_first_copy(t: NdArrayTensor) -> NdArrayTensor {
     fn copy<E: CpuElem>(array: ArrayViewD<'_, E>) -> Option<(Vec<E>, Vec<usize>)> {
-        let view = array
-            .as_slice_memory_order()
-            .and_then(|s| super::view(s, 0, array.shape(), array.strides()))
-            .filter(|v| v.order() == Some(Order::ChannelsLast))?;
+        let view = kernel_view(&array).filter(|v| v.order() == Some(Order::ChannelsLast))?;
         Some((super::channels_first_copy(&view), array.shape().to_vec()))
     }
     match &t {
@@ -206,21 +203,22 @@ fn channels_first<E: CpuElem>(array: &ArrayViewD<'_, E>) -> bool {
     order_of(array) == Some(Order::ChannelsFirst)
 }
 
-/// The memory order the kernels would read `array` in without a copy.
-fn order_of<E: CpuElem>(array: &ArrayViewD<'_, E>) -> Option<Order> {
+/// `array` as a kernel [`View`] of its storage, if the kernels can read it without a copy.
+fn kernel_view<'a, E>(array: &'a ArrayViewD<'_, E>) -> Option<View<'a, E>> {
     array
         .as_slice_memory_order()
         .and_then(|s| super::view(s, 0, array.shape(), array.strides()))
-        .and_then(|v| v.order())
+}
+
+/// The memory order the kernels would read `array` in without a copy.
+fn order_of<E: CpuElem>(array: &ArrayViewD<'_, E>) -> Option<Order> {
+    kernel_view(array).and_then(|v| v.order())
 }
 
 /// Calls `f` with a kernel view of `array`, copying it to the standard layout first if the
 /// kernels cannot read it in place.
 fn with_view<E: CpuElem, R>(array: ArrayViewD<'_, E>, f: impl FnOnce(View<'_, E>) -> R) -> R {
-    if let Some(view) = array
-        .as_slice_memory_order()
-        .and_then(|s| super::view(s, 0, array.shape(), array.strides()))
-    {
+    if let Some(view) = kernel_view(&array) {
         return f(view);
     }
     let owned = array.as_standard_layout().into_owned();
