@@ -18,6 +18,7 @@
 //! shapes instead, as `--shapes` does in the PyTorch script. `GN_BENCH_LAYOUT=channels_last`
 //! times channels-last inputs (an NHWC tensor permuted to NCHW, what a channels-last model
 //! passes; the names end in `_nhwc`), as `--channels-last` does in the PyTorch script.
+//! `GN_BENCH_DTYPES=f32,f16,bf16` times those dtypes (default `f32,f16`), as `--dtypes` does.
 //!
 //! As in the PyTorch script, where `x.grad` lives until the next iteration sets it to `None`,
 //! each iteration's gradients are dropped at the start of the next one: allocation patterns
@@ -50,6 +51,21 @@ fn shapes() -> Vec<[usize; 4]> {
             dims.and_then(|d| d.try_into().ok()).unwrap_or_else(|| {
                 panic!("GN_BENCH_SHAPES: `{item}` is not NxCxHxW (e.g. 32x256x8x8)")
             })
+        })
+        .collect()
+}
+
+/// The dtypes of `GN_BENCH_DTYPES` when it is set, else f32 and f16.
+fn dtypes() -> Vec<DType> {
+    let Ok(list) = std::env::var("GN_BENCH_DTYPES") else {
+        return vec![DType::F32, DType::F16];
+    };
+    list.split(',')
+        .map(|item| match item.trim() {
+            "f32" | "float32" => DType::F32,
+            "f16" | "float16" => DType::F16,
+            "bf16" | "bfloat16" => DType::BF16,
+            other => panic!("GN_BENCH_DTYPES: `{other}` is not f32, f16 or bf16"),
         })
         .collect()
 }
@@ -88,7 +104,7 @@ fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, bur
 fn bench(c: &mut Criterion) {
     let channels_last = channels_last();
     for (backend, device) in devices() {
-        for dtype in [DType::F32, DType::F16] {
+        for dtype in dtypes() {
             if !device.supports_dtype(dtype) || (backend == "ndarray" && dtype != DType::F32) {
                 continue;
             }

@@ -1,6 +1,6 @@
 //! The fused kernels against the composite path (plain tensor ops, burn's autodiff), forward
 //! and gradients, on every backend: the benchmark shapes (scaled down in batch), odd shapes,
-//! channels-last inputs, f32 and f16, in-place and allocating kernel paths.
+//! channels-last inputs, f32, f16 and bf16, in-place and allocating kernel paths.
 
 mod common;
 
@@ -26,19 +26,31 @@ const CASES: &[(&[usize], usize)] = &[
     (&[1, 64, 48, 48], 2),
 ];
 
-/// Test values, rounded to f16 when `half` so that the f32 reference sees the same inputs.
-fn data(len: usize, seed: u64, offset: f64, scale: f64, half: bool) -> Vec<f64> {
+/// Test values, rounded to `dtype` when it is f16 or bf16 so that the f32 reference sees the
+/// same inputs.
+fn data(len: usize, seed: u64, offset: f64, scale: f64, dtype: DType) -> Vec<f64> {
     randn(len, seed)
         .iter()
         .map(|v| offset + scale * v)
-        .map(|v| {
-            if half {
-                burn::tensor::f16::from_f64(v).to_f64()
-            } else {
-                v
-            }
+        .map(|v| match dtype {
+            DType::F16 => burn::tensor::f16::from_f64(v).to_f64(),
+            DType::BF16 => burn::tensor::bf16::from_f64(v).to_f64(),
+            _ => v,
         })
         .collect()
+}
+
+/// The dtypes compared on `device` with their tolerances: f32 with 2e-5 (sums over up to 2e4
+/// values in another order); f16 and bf16 outputs against the f32 composite, 1e-2 and 4e-2 of
+/// the largest value (11 and 8 bits kept).
+fn dtypes(backend: &str, device: &Device) -> Vec<(DType, f64)> {
+    let mut dtypes = vec![(DType::F32, 2e-5)];
+    for (dtype, tol) in [(DType::F16, 1e-2), (DType::BF16, 4e-2)] {
+        if backend != "ndarray" && device.supports_dtype(dtype) {
+            dtypes.push((dtype, tol));
+        }
+    }
+    dtypes
 }
 
 fn run<const D: usize>(
@@ -48,12 +60,12 @@ fn run<const D: usize>(
     dtype: DType,
     activation: Activation,
     fused: bool,
-    half_inputs: bool,
+    rounded_to: DType,
 ) -> [Vec<f64>; 4] {
     let numel: usize = shape.iter().product();
     let c = shape[1];
     let ad = device.clone().autodiff();
-    let h = half_inputs;
+    let h = rounded_to;
     let x = tensor(&data(numel, 31, 0.5, 2.0, h), shape, &ad, dtype).require_grad();
     let gamma = tensor(&data(c, 32, 1.0, 0.3, h), [c], &ad, dtype).require_grad();
     let beta = tensor(&data(c, 33, 0.0, 0.2, h), [c], &ad, dtype).require_grad();
@@ -92,16 +104,9 @@ fn without_kinks(v: &[f64], kinks: &[bool]) -> Vec<f64> {
 
 fn compare<const D: usize>(backend: &str, device: &Device, shape: [usize; D], groups: usize) {
     for activation in [Activation::None, Activation::Relu, Activation::Silu] {
-        // f32 is compared with 2e-5 (sums over up to 2e4 values in another order); f16 outputs
-        // against the f32 composite: f16 keeps 11 bits, so 1e-2 of the largest value.
-        let mut dtypes = vec![(DType::F32, 2e-5)];
-        if backend != "ndarray" && device.supports_dtype(DType::F16) {
-            dtypes.push((DType::F16, 1e-2));
-        }
-        for (dtype, tol) in dtypes {
-            let half = dtype == DType::F16;
-            let mut reference = run(device, shape, groups, DType::F32, activation, false, half);
-            let mut fused = run(device, shape, groups, dtype, activation, true, half);
+        for (dtype, tol) in dtypes(backend, device) {
+            let mut reference = run(device, shape, groups, DType::F32, activation, false, dtype);
+            let mut fused = run(device, shape, groups, dtype, activation, true, dtype);
             if activation == Activation::Relu {
                 let z = run(
                     device,
@@ -110,15 +115,15 @@ fn compare<const D: usize>(backend: &str, device: &Device, shape: [usize; D], gr
                     DType::F32,
                     Activation::None,
                     false,
-                    half,
+                    dtype,
                 );
                 let kinks = relu_kinks(&z[0]);
                 reference[1] = without_kinks(&reference[1], &kinks);
                 fused[1] = without_kinks(&fused[1], &kinks);
             }
             for (i, name) in ["y", "dx", "dgamma", "dbeta"].iter().enumerate() {
-                if dtype == DType::F16 && i >= 2 {
-                    // Parameter gradients sum thousands of f16 products: compare loosely.
+                if dtype != DType::F32 && i >= 2 {
+                    // Parameter gradients sum thousands of 16-bit products: compare loosely.
                     assert_close(
                         &format!(
                             "{name} {shape:?} G={groups} {activation:?} {dtype:?} on {backend}"
@@ -231,7 +236,7 @@ fn allocating_and_in_place_paths_agree() {
 }
 
 /// The backend ops on channels-last (NHWC-strided) inputs and output gradients, in every
-/// combination of layouts, give what they give on contiguous ones: f32 and f16, with one and
+/// combination of layouts, give what they give on contiguous ones: f32, f16 and bf16, with one and
 /// with eight channels per group at each position, a spatial size that is not a multiple of
 /// a vector, a channel count that is not a multiple of 8, few positions in many samples, and
 /// groups large enough for the chunked CubeCL statistics.
@@ -251,16 +256,11 @@ fn channels_last_backend_ops_match_contiguous() {
         ] {
             let numel: usize = shape.iter().product();
             let c = shape[1];
-            let mut dtypes = vec![(DType::F32, 2e-5)];
-            if backend != "ndarray" && device.supports_dtype(DType::F16) {
-                dtypes.push((DType::F16, 1e-2));
-            }
-            for (dtype, tol) in dtypes {
-                let half = dtype == DType::F16;
-                let x_values = data(numel, 51, 0.5, 2.0, half);
-                let dy_values = data(numel, 52, 0.0, 1.0, half);
-                let gamma = tensor(&data(c, 53, 1.0, 0.3, half), [c], &device, dtype);
-                let beta = tensor(&data(c, 54, 0.0, 0.2, half), [c], &device, dtype);
+            for (dtype, tol) in dtypes(backend, &device) {
+                let x_values = data(numel, 51, 0.5, 2.0, dtype);
+                let dy_values = data(numel, 52, 0.0, 1.0, dtype);
+                let gamma = tensor(&data(c, 53, 1.0, 0.3, dtype), [c], &device, dtype);
+                let beta = tensor(&data(c, 54, 0.0, 0.2, dtype), [c], &device, dtype);
                 let layouts = |v: &[f64]| {
                     [
                         ("contiguous", tensor(v, shape, &device, dtype)),

@@ -89,7 +89,8 @@ multiversion! {
         let (mean_d, rstd) = group_stats(acc[0], acc[1], data.len() as f64, epsilon);
         let channels = c0..c0 + data.len() / s;
         let (g, b) = (&gamma[channels.clone()], &beta[channels]);
-        if group_rows::normalize_inplace::<E::Real, ACT>(data, s, k, g, b, [mean_d, rstd]) {
+        let stats = [mean_d, rstd];
+        if group_rows::normalize_inplace::<E::Real, ACT>(data, s, k.to_f64(), g, b, stats) {
             return [k.to_f64() + mean_d, rstd];
         }
         for (j, row) in data.chunks_mut(s).enumerate() {
@@ -118,11 +119,19 @@ multiversion! {
     ) -> [f64; 2] {
         let s = x.s;
         let k = x.data[x.index(n, c0, 0)].to_real();
-        // The group's rows, when adjacent, are read as one run: narrow types then widen it a
-        // piece at a time instead of row by row (rows can be as short as 49 values).
+        // The group's rows, when adjacent, are read as one run (outside group_rows, narrow types
+        // widen it a piece at a time instead of row by row: rows can be as short as 49 values).
         let run = x.channel_run(n, c0, cpg);
+        // Whole groups straight from the stored values where group_rows covers them (short
+        // f32 rows, f16 and bf16 rows; streamed f32 outputs go row by row).
+        let direct = run.filter(|_| {
+            group_rows::applies::<E, ACT>(s) && !(stream && E::native(&[]).is_some())
+        });
         let mut acc = [0f64; 2];
         match run {
+            Some(run) if let Some(sums) = direct.and_then(|_| {
+                group_rows::shifted_sums::<E, ACT>(run, s, k.to_f64())
+            }) => acc = sums,
             Some(run) => read_chunks!(E, run, |chunk| rows::shifted_sums(chunk, k, &mut acc)),
             None => {
                 for c in c0..c0 + cpg {
@@ -133,13 +142,10 @@ multiversion! {
             }
         }
         let (mean_d, rstd) = group_stats(acc[0], acc[1], (cpg * s) as f64, epsilon);
-        // Short rows of f32: the whole group in one call (streamed outputs go row by row).
-        if !stream
-            && group_rows::applies::<E::Real, ACT>(s)
-            && let (Some(src), Some(dst)) = (run.and_then(E::native), E::native_out(out))
-        {
+        if let Some(src) = direct {
             let (g, b) = (&gamma[c0..c0 + cpg], &beta[c0..c0 + cpg]);
-            group_rows::normalize_out::<E::Real, ACT>(src, dst, s, k, g, b, [mean_d, rstd]);
+            let stats = [mean_d, rstd];
+            group_rows::normalize_out::<E, ACT>(src, out, s, k.to_f64(), g, b, stats);
             return [k.to_f64() + mean_d, rstd];
         }
         let mut streamed = false;
@@ -326,6 +332,14 @@ multiversion! {
         let mut mean_d = 0.0;
         if ACT != ACT_NONE {
             match x_run {
+                // Narrow types without widening (f32 keeps the single sum below).
+                Some(run)
+                    if E::native(run).is_none()
+                        && let Some([s1, _]) =
+                            group_rows::shifted_sums::<E, ACT>(run, s, k.to_f64()) =>
+                {
+                    mean_d = s1
+                }
                 Some(run) => read_chunks!(E, run, |chunk| rows::shifted_sum(chunk, k, &mut mean_d)),
                 None => {
                     for c in c0..c0 + cpg {
@@ -344,12 +358,18 @@ multiversion! {
         };
         sums.fill([0.0; 2]);
         let (group_gamma, group_beta) = (&gamma[c0..c0 + cpg], &beta[c0..c0 + cpg]);
-        // Short rows of f32: the whole group in one call.
-        let native_runs = runs.and_then(|(xr, gr)| Some((E::native(xr)?, E::native(gr)?)));
+        // The whole group in one call where group_rows covers it.
         // A match, not a closure: see the macros below.
-        let group_sums = match native_runs {
-            Some((xs, gs)) => group_rows::backward_sums::<E::Real, ACT>(
-                xs, gs, s, k, group_gamma, group_beta, [mean_d, rstd], sums,
+        let group_sums = match runs {
+            Some((xr, gr)) => group_rows::backward_sums::<E, ACT>(
+                xr,
+                gr,
+                s,
+                k.to_f64(),
+                group_gamma,
+                group_beta,
+                [mean_d, rstd],
+                sums,
             ),
             None => None,
         };
@@ -399,17 +419,20 @@ multiversion! {
                 rows::backward_apply::<E::Real, ACT>($xs, $gs, $dst, k, a, b, cx, c0r)
             }};
         }
-        let (stats, group_coefs) = ([mean_d, rstd], [k, cx, c0r]);
+        let (stats, group_coefs) = ([mean_d, rstd], [k.to_f64(), coefs.cx, coefs.c0]);
         match (dy, out) {
             (Grad::Read(dy), Some(out)) => match x_run.zip(dy.channel_run(n, c0, cpg)) {
-                // Short rows of f32: the whole group in one call.
-                Some((xr, gr))
-                    if let (Some(xs), Some(gs)) = (E::native(xr), E::native(gr))
-                        && group_rows::applies::<E::Real, ACT>(s) =>
-                {
-                    let dst = E::native_out(out).expect("native like x");
-                    group_rows::backward_apply_out::<E::Real, ACT>(
-                        xs, gs, dst, s, group_coefs, group_gamma, group_beta, stats,
+                // The whole group in one call where group_rows covers it.
+                Some((xr, gr)) if group_rows::applies::<E, ACT>(s) => {
+                    group_rows::backward_apply_out::<E, ACT>(
+                        xr,
+                        gr,
+                        out,
+                        s,
+                        group_coefs,
+                        group_gamma,
+                        group_beta,
+                        stats,
                     );
                 }
                 Some((xr, gr)) => {

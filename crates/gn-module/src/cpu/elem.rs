@@ -338,11 +338,18 @@ pub(crate) unsafe fn assume_init_ref<T>(values: &[MaybeUninit<T>]) -> &[T] {
 /// A 16-bit float converted a slice at a time, writing every element of the destination.
 ///
 /// The conversions write into uninitialized buffers (no zeroing per piece) and are
-/// vectorized: F16C for f16 on x86 (half's per-value conversion checks the CPU on every call
-/// and stays scalar), plain bit operations the compiler vectorizes for bf16.
+/// vectorized on x86 with AVX2 and F16C ([`lanes`]; half's per-value f16 conversion checks the
+/// CPU on every call and stays scalar).
 trait Half: Copy {
     fn widen(src: &[Self], dst: &mut [MaybeUninit<f32>]);
     fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]);
+}
+
+/// Whether the CPU has what [`lanes`] needs.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn has_lanes() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
 }
 
 impl Half for f16 {
@@ -350,9 +357,9 @@ impl Half for f16 {
     fn widen(src: &[Self], dst: &mut [MaybeUninit<f32>]) {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("f16c") {
-            // SAFETY: the CPU supports F16C (checked just above); lengths are equal.
-            return unsafe { f16c::widen(src, dst) };
+        if has_lanes() {
+            // SAFETY: the CPU has AVX2 and F16C (checked just above); lengths are equal.
+            return unsafe { lanes::widen(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
             d.write(s.to_f32());
@@ -363,9 +370,9 @@ impl Half for f16 {
     fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]) {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("f16c") {
-            // SAFETY: the CPU supports F16C (checked just above); lengths are equal.
-            return unsafe { f16c::narrow(src, dst) };
+        if has_lanes() {
+            // SAFETY: the CPU has AVX2 and F16C (checked just above); lengths are equal.
+            return unsafe { lanes::narrow(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
             d.write(f16::from_f32(*s));
@@ -376,6 +383,12 @@ impl Half for f16 {
 impl Half for bf16 {
     #[inline(always)]
     fn widen(src: &[Self], dst: &mut [MaybeUninit<f32>]) {
+        assert_eq!(src.len(), dst.len());
+        #[cfg(target_arch = "x86_64")]
+        if has_lanes() {
+            // SAFETY: the CPU has AVX2 and F16C (checked just above); lengths are equal.
+            return unsafe { lanes::widen(src, dst) };
+        }
         for (d, s) in dst.iter_mut().zip(src) {
             d.write(f32::from_bits((s.to_bits() as u32) << 16));
         }
@@ -383,6 +396,12 @@ impl Half for bf16 {
 
     #[inline(always)]
     fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]) {
+        assert_eq!(src.len(), dst.len());
+        #[cfg(target_arch = "x86_64")]
+        if has_lanes() {
+            // SAFETY: the CPU has AVX2 and F16C (checked just above); lengths are equal.
+            return unsafe { lanes::narrow(src, dst) };
+        }
         for (d, s) in dst.iter_mut().zip(src) {
             d.write(bf16::from_bits(f32_to_bf16_bits(*s)));
         }
@@ -401,70 +420,53 @@ fn f32_to_bf16_bits(value: f32) -> u16 {
     if is_nan { nan } else { rounded }
 }
 
+/// Slice conversions 8 values a step through [`super::simd::Lanes`] (F16C for f16, integer
+/// shifts and rounding for bf16: LLVM vectorized the scalar bf16 rounding into 128-bit packs
+/// and blends).
 #[cfg(target_arch = "x86_64")]
-mod f16c {
-    use core::arch::x86_64::*;
+mod lanes {
     use core::mem::MaybeUninit;
 
-    use half::f16;
+    use super::super::simd::Lanes;
 
     /// # Safety
     ///
-    /// The CPU must support F16C and AVX; `src` and `dst` must have the same length.
+    /// The CPU must support AVX2 and F16C; `src` and `dst` must have the same length.
     #[inline]
-    #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn widen(src: &[f16], dst: &mut [MaybeUninit<f32>]) {
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn widen<T: Lanes>(src: &[T], dst: &mut [MaybeUninit<f32>]) {
         let n = src.len();
-        let (sp, dp) = (src.as_ptr() as *const u16, dst.as_mut_ptr() as *mut f32);
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr().cast::<f32>());
         let mut i = 0;
-        // SAFETY: every access is below `n`.
+        // SAFETY: every access is below `n`; the CPU features are the caller's contract.
         unsafe {
             while i + 8 <= n {
-                let h = _mm_loadu_si128(sp.add(i) as *const __m128i);
-                _mm256_storeu_ps(dp.add(i), _mm256_cvtph_ps(h));
+                f32::store(dp.add(i), T::load(sp.add(i)));
                 i += 8;
             }
-            if i < n {
-                if n >= 8 {
-                    // The last 8 again, overlapping: same values, no padded copy.
-                    let h = _mm_loadu_si128(sp.add(n - 8) as *const __m128i);
-                    _mm256_storeu_ps(dp.add(n - 8), _mm256_cvtph_ps(h));
-                } else {
-                    for j in i..n {
-                        dp.add(j).write(f16::from_bits(*sp.add(j)).to_f32());
-                    }
-                }
+            for j in i..n {
+                dp.add(j).write((*sp.add(j)).get());
             }
         }
     }
 
     /// # Safety
     ///
-    /// The CPU must support F16C and AVX; `src` and `dst` must have the same length.
+    /// The CPU must support AVX2 and F16C; `src` and `dst` must have the same length.
     #[inline]
-    #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn narrow(src: &[f32], dst: &mut [MaybeUninit<f16>]) {
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn narrow<T: Lanes>(src: &[f32], dst: &mut [MaybeUninit<T>]) {
         let n = src.len();
-        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr() as *mut u16);
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr().cast::<T>());
         let mut i = 0;
-        // SAFETY: every access is below `n`.
+        // SAFETY: every access is below `n`; the CPU features are the caller's contract.
         unsafe {
             while i + 8 <= n {
-                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(sp.add(i)));
-                _mm_storeu_si128(dp.add(i) as *mut __m128i, h);
+                T::store(dp.add(i), f32::load(sp.add(i)));
                 i += 8;
             }
-            if i < n {
-                if n >= 8 {
-                    // The last 8 again, overlapping: same values, no padded copy.
-                    let v = _mm256_loadu_ps(sp.add(n - 8));
-                    let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-                    _mm_storeu_si128(dp.add(n - 8) as *mut __m128i, h);
-                } else {
-                    for j in i..n {
-                        dp.add(j).write(f16::from_f32(*sp.add(j)).to_bits());
-                    }
-                }
+            for j in i..n {
+                dp.add(j).write(T::put(*sp.add(j)));
             }
         }
     }
@@ -524,7 +526,7 @@ mod tests {
             1e-8,
             -0.0,
         ]);
-        for len in [values.len(), 1, 5, 13] {
+        for len in [values.len(), 1, 5, 13, 16, 33] {
             let values = &values[values.len() - len..];
             let mut h = vec![MaybeUninit::<f16>::uninit(); len];
             f16::narrow(values, &mut h);

@@ -1,7 +1,11 @@
-//! A channels-first group's rows in one call, for short rows: the entry points to
-//! [`super::simd_rows`] over slices, for the element types and activations it covers (f32 on
-//! a CPU with AVX2 and FMA, no activation or ReLU; [`applies`] says when). Elsewhere the
-//! kernels go row by row through [`super::rows`].
+//! A channels-first group's rows in one call, straight from the stored values: the entry
+//! points to [`super::simd_rows`] (short rows) and [`super::simd`] (long rows) over slices, for
+//! the element types and activations they cover ([`applies`] says when). Elsewhere the
+//! kernels go row by row through [`super::rows`], f16 and bf16 widened into f32 buffers.
+//!
+//! Element types: f32 rows of up to [`MAX_ROW`] values (longer f32 rows keep the row kernels,
+//! which stream large outputs around the cache), and f16 and bf16 rows of any length, converted
+//! to f32 in registers; on x86-64 with AVX2, FMA and F16C, with no activation or ReLU.
 //!
 //! Rows go in batches of [`BATCH`], whose per-row coefficients `a = rstd γ_c` and
 //! `b = β_c - mean a` (`mean` shifted by the group's `k`, as in the row kernels) sit on the
@@ -10,31 +14,69 @@
 // Elsewhere than on x86-64 nothing applies, and the helpers go unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_macros))]
 
+use core::any::TypeId;
 use core::mem::MaybeUninit;
 
-use super::elem::Real;
+use half::{bf16, f16};
 
 /// Rows per batch.
 const BATCH: usize = 64;
 
-/// Rows up to this length go through here: the backward's sums are f32 within a row, as they
-/// are within a block of the row kernels.
+/// f32 rows up to this length go through here: the short-row sums are f32 within a row, as
+/// they are within a block of the row kernels (longer rows are summed in blocks).
 pub(crate) const MAX_ROW: usize = 256;
 
-/// Whether this module's functions run for element type `R`, activation `ACT` and rows of `s`
-/// values (they return `false`, having done nothing, where this is `false`).
+/// Whether this module's functions run for stored element type `T`, activation `ACT` and rows
+/// of `s` values (they return `false` or `None`, having done nothing, where this is `false`).
 #[inline(always)]
-pub(crate) fn applies<R: Real, const ACT: u32>(s: usize) -> bool {
+pub(crate) fn applies<T: 'static, const ACT: u32>(s: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if ACT != super::rows::ACT_SILU
-        && (1..=MAX_ROW).contains(&s)
-        && core::any::TypeId::of::<R>() == core::any::TypeId::of::<f32>()
-    {
-        return std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
+    if ACT != super::rows::ACT_SILU && s > 0 {
+        let t = TypeId::of::<T>();
+        let row_ok = if t == TypeId::of::<f32>() {
+            s <= MAX_ROW
+        } else {
+            t == TypeId::of::<f16>() || t == TypeId::of::<bf16>()
+        };
+        return row_ok
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c");
     }
     let _ = s;
     false
+}
+
+/// Runs `$body` with `$l` the type alias of `$t` among the lane types (f32, f16, bf16), once
+/// [`applies`] has said that `$t` is one of them.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_lanes {
+    ($t:ty, |$l:ident| $body:expr) => {{
+        if TypeId::of::<$t>() == TypeId::of::<f32>() {
+            type $l = f32;
+            $body
+        } else if TypeId::of::<$t>() == TypeId::of::<f16>() {
+            type $l = f16;
+            $body
+        } else {
+            debug_assert!(TypeId::of::<$t>() == TypeId::of::<bf16>());
+            type $l = bf16;
+            $body
+        }
+    }};
+}
+
+/// `$m::$f::<L, ACT>(args)` for the two activations they have (`ACT` is the caller's const
+/// generic, none or ReLU once [`applies`] has said so).
+#[cfg(target_arch = "x86_64")]
+macro_rules! simd_call {
+    ($m:ident::$f:ident::<$l:ty>($($arg:expr),* $(,)?)) => {
+        if ACT == super::rows::ACT_RELU {
+            super::$m::$f::<$l, { super::rows::ACT_RELU }>($($arg),*)
+        } else {
+            super::$m::$f::<$l, { super::rows::ACT_NONE }>($($arg),*)
+        }
+    };
 }
 
 /// The group's coefficients, batch by batch: runs `$body` with `$j0` the first row of the
@@ -63,24 +105,27 @@ macro_rules! batches {
     }};
 }
 
-/// `super::simd_rows::$f::<ACT>(args)` for the two activations it has (`ACT` is the caller's
-/// const generic, none or ReLU once [`applies`] has said so).
-#[cfg(target_arch = "x86_64")]
-macro_rules! simd_call {
-    ($f:ident($($arg:expr),* $(,)?)) => {
-        if ACT == super::rows::ACT_RELU {
-            super::simd_rows::$f::<{ super::rows::ACT_RELU }>($($arg),*)
-        } else {
-            super::simd_rows::$f::<{ super::rows::ACT_NONE }>($($arg),*)
-        }
-    };
-}
-
-/// `R` as f32, once [`applies`] has said so.
+/// `[Σ (x - k), Σ (x - k)²]` over `run`, summed in f32 in blocks of 256 and in f64 across them.
 #[inline(always)]
-fn f32_ptr<R: Real>(p: *const R) -> *const f32 {
-    debug_assert_eq!(core::any::TypeId::of::<R>(), core::any::TypeId::of::<f32>());
-    p.cast()
+pub(crate) fn shifted_sums<T: 'static, const ACT: u32>(
+    run: &[T],
+    s: usize,
+    k: f64,
+) -> Option<[f64; 2]> {
+    if !applies::<T, ACT>(s) {
+        return None;
+    }
+    let mut acc = [0f64; 2];
+    #[cfg(target_arch = "x86_64")]
+    with_lanes!(T, |L| {
+        // SAFETY: T is L (with_lanes); applies() checked the CPU.
+        unsafe {
+            let run = core::slice::from_raw_parts(run.as_ptr().cast::<L>(), run.len());
+            super::simd::shifted_sums::<L>(run, k as f32, &mut acc)
+        }
+    });
+    let _ = (run, k);
+    Some(acc)
 }
 
 /// `dst = act((src - k) a + b)` over the `len` values (rows of `s`) of a group whose channels
@@ -91,33 +136,39 @@ fn f32_ptr<R: Real>(p: *const R) -> *const f32 {
 /// `src` is valid for `len` reads and `dst` for `len` writes, the same or disjoint.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn normalize<R: Real, const ACT: u32>(
-    src: *const R,
-    dst: *mut R,
+unsafe fn normalize<T: 'static, const ACT: u32>(
+    src: *const T,
+    dst: *mut T,
     len: usize,
     s: usize,
-    k: R,
+    k: f64,
     gamma: &[f64],
     beta: &[f64],
     [mean_d, rstd]: [f64; 2],
 ) -> bool {
-    if !applies::<R, ACT>(s) {
+    if !applies::<T, ACT>(s) {
         return false;
     }
     assert_eq!(len, gamma.len() * s, "a group's rows and channels");
     #[cfg(target_arch = "x86_64")]
-    {
-        let (src, dst) = (f32_ptr(src), dst.cast::<f32>());
-        let k = k.to_f64() as f32;
+    with_lanes!(T, |L| {
+        let (src, dst, k) = (src.cast::<L>(), dst.cast::<L>(), k as f32);
         batches!(gamma, beta, mean_d, rstd, |j0, a, b| {
-            // SAFETY: applies() checked R (f32) and the CPU; the batch's rows are within the
+            // SAFETY: applies() checked T (L) and the CPU; the batch's rows are within the
             // len values (asserted) that the caller vouches for.
             unsafe {
                 let (src, dst) = (src.add(j0 * s), dst.add(j0 * s));
-                simd_call!(normalize_rows(src, dst, s, k, a, b))
+                if s <= MAX_ROW {
+                    simd_call!(simd_rows::normalize_rows::<L>(src, dst, s, k, a, b))
+                } else {
+                    for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
+                        let (src, dst) = (src.add(j * s), dst.add(j * s));
+                        simd_call!(simd::normalize::<L>(src, dst, s, k, aj, bj));
+                    }
+                }
             }
         });
-    }
+    });
     let _ = (src, dst, k, mean_d, rstd);
     true
 }
@@ -125,35 +176,35 @@ unsafe fn normalize<R: Real, const ACT: u32>(
 /// [`normalize`] into `dst`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn normalize_out<R: Real, const ACT: u32>(
-    src: &[R],
-    dst: &mut [MaybeUninit<R>],
+pub(crate) fn normalize_out<T: 'static, const ACT: u32>(
+    src: &[T],
+    dst: &mut [MaybeUninit<T>],
     s: usize,
-    k: R,
+    k: f64,
     gamma: &[f64],
     beta: &[f64],
     stats: [f64; 2],
 ) -> bool {
     assert_eq!(src.len(), dst.len());
-    let (len, dst) = (src.len(), dst.as_mut_ptr().cast::<R>());
+    let (len, dst) = (src.len(), dst.as_mut_ptr().cast::<T>());
     // SAFETY: dst is a distinct, exclusively borrowed slice of src's length.
-    unsafe { normalize::<R, ACT>(src.as_ptr(), dst, len, s, k, gamma, beta, stats) }
+    unsafe { normalize::<T, ACT>(src.as_ptr(), dst, len, s, k, gamma, beta, stats) }
 }
 
 /// [`normalize`] over `data`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn normalize_inplace<R: Real, const ACT: u32>(
-    data: &mut [R],
+pub(crate) fn normalize_inplace<T: 'static, const ACT: u32>(
+    data: &mut [T],
     s: usize,
-    k: R,
+    k: f64,
     gamma: &[f64],
     beta: &[f64],
     stats: [f64; 2],
 ) -> bool {
     let (len, p) = (data.len(), data.as_mut_ptr());
     // SAFETY: p is data's, held mutably here.
-    unsafe { normalize::<R, ACT>(p, p, len, s, k, gamma, beta, stats) }
+    unsafe { normalize::<T, ACT>(p, p, len, s, k, gamma, beta, stats) }
 }
 
 /// Adds each row's `[Σ dz (x - k), Σ dz]` into `sums` (one per channel) and returns
@@ -161,35 +212,48 @@ pub(crate) fn normalize_inplace<R: Real, const ACT: u32>(
 /// as in [`super::rows::backward_sums`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_sums<R: Real, const ACT: u32>(
-    x: &[R],
-    dy: &[R],
+pub(crate) fn backward_sums<T: 'static, const ACT: u32>(
+    x: &[T],
+    dy: &[T],
     s: usize,
-    k: R,
+    k: f64,
     gamma: &[f64],
     beta: &[f64],
     [mean_d, rstd]: [f64; 2],
     sums: &mut [[f64; 2]],
 ) -> Option<f64> {
-    if !applies::<R, ACT>(s) {
+    if !applies::<T, ACT>(s) {
         return None;
     }
     assert!(x.len() == gamma.len() * s && dy.len() == x.len() && sums.len() == gamma.len());
     let mut total = 0.0;
     #[cfg(target_arch = "x86_64")]
-    {
-        let (x, dy) = (f32_ptr(x.as_ptr()), f32_ptr(dy.as_ptr()));
-        let k = k.to_f64() as f32;
+    with_lanes!(T, |L| {
+        let (x, dy, k) = (x.as_ptr().cast::<L>(), dy.as_ptr().cast::<L>(), k as f32);
         batches!(gamma, beta, mean_d, rstd, |j0, a, b| {
             let sums = &mut sums[j0..j0 + a.len()];
-            // SAFETY: applies() checked R (f32) and the CPU; the batch's rows are within x and
+            // SAFETY: applies() checked T (L) and the CPU; the batch's rows are within x and
             // dy (asserted).
-            total += unsafe {
+            unsafe {
                 let (x, dy) = (x.add(j0 * s), dy.add(j0 * s));
-                simd_call!(backward_sums_rows(x, dy, s, k, a, b, sums))
-            };
+                if s <= MAX_ROW {
+                    total +=
+                        simd_call!(simd_rows::backward_sums_rows::<L>(x, dy, s, k, a, b, sums));
+                } else {
+                    // Long rows: summed in blocks, in f64 across them.
+                    for (j, sum) in sums.iter_mut().enumerate() {
+                        let xs = core::slice::from_raw_parts(x.add(j * s), s);
+                        let gs = core::slice::from_raw_parts(dy.add(j * s), s);
+                        let mut acc = [0f64; 3];
+                        simd_call!(simd::backward_sums::<L>(xs, gs, k, a[j], b[j], &mut acc));
+                        sum[0] += acc[0];
+                        sum[1] += acc[1];
+                        total += acc[2];
+                    }
+                }
+            }
         });
-    }
+    });
     let _ = (x, dy, k, mean_d, rstd, sums);
     Some(total)
 }
@@ -202,33 +266,44 @@ pub(crate) fn backward_sums<R: Real, const ACT: u32>(
 /// from both inputs.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn backward_apply<R: Real, const ACT: u32>(
-    x: &[R],
-    dy: *const R,
-    dx: *mut R,
+unsafe fn backward_apply<T: 'static, const ACT: u32>(
+    x: &[T],
+    dy: *const T,
+    dx: *mut T,
     s: usize,
-    [k, cx, c0]: [R; 3],
+    [k, cx, c0]: [f64; 3],
     gamma: &[f64],
     beta: &[f64],
     [mean_d, rstd]: [f64; 2],
 ) -> bool {
-    if !applies::<R, ACT>(s) {
+    if !applies::<T, ACT>(s) {
         return false;
     }
     assert_eq!(x.len(), gamma.len() * s, "a group's rows and channels");
     #[cfg(target_arch = "x86_64")]
-    {
-        let (x, dy, dx) = (f32_ptr(x.as_ptr()), f32_ptr(dy), dx.cast::<f32>());
-        let coefs = [k, cx, c0].map(|v| v.to_f64() as f32);
+    with_lanes!(T, |L| {
+        let (x, dy, dx) = (x.as_ptr().cast::<L>(), dy.cast::<L>(), dx.cast::<L>());
+        let coefs = [k, cx, c0].map(|v| v as f32);
         batches!(gamma, beta, mean_d, rstd, |j0, a, b| {
-            // SAFETY: applies() checked R (f32) and the CPU; the batch's rows are within x
+            // SAFETY: applies() checked T (L) and the CPU; the batch's rows are within x
             // (asserted) and the x.len() values of dy and dx the caller vouches for.
             unsafe {
                 let (x, dy, dx) = (x.add(j0 * s), dy.add(j0 * s), dx.add(j0 * s));
-                simd_call!(backward_apply_rows(x, dy, dx, s, coefs, a, b))
+                if s <= MAX_ROW {
+                    simd_call!(simd_rows::backward_apply_rows::<L>(
+                        x, dy, dx, s, coefs, a, b
+                    ))
+                } else {
+                    let [k, cx, c0] = coefs;
+                    for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
+                        let (x, dy, dx) = (x.add(j * s), dy.add(j * s), dx.add(j * s));
+                        let row = [k, aj, bj, cx, c0];
+                        simd_call!(simd::backward_apply::<L>(x, dy, dx, s, row));
+                    }
+                }
             }
         });
-    }
+    });
     let _ = (x, dy, dx, k, cx, c0, mean_d, rstd);
     true
 }
@@ -236,30 +311,30 @@ unsafe fn backward_apply<R: Real, const ACT: u32>(
 /// [`backward_apply`] into `dx`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_apply_out<R: Real, const ACT: u32>(
-    x: &[R],
-    dy: &[R],
-    dx: &mut [MaybeUninit<R>],
+pub(crate) fn backward_apply_out<T: 'static, const ACT: u32>(
+    x: &[T],
+    dy: &[T],
+    dx: &mut [MaybeUninit<T>],
     s: usize,
-    coefs: [R; 3],
+    coefs: [f64; 3],
     gamma: &[f64],
     beta: &[f64],
     stats: [f64; 2],
 ) -> bool {
     assert!(dy.len() == x.len() && dx.len() == x.len());
-    let dx = dx.as_mut_ptr().cast::<R>();
+    let dx = dx.as_mut_ptr().cast::<T>();
     // SAFETY: dy has x's length; dx is a distinct, exclusively borrowed slice of it too.
-    unsafe { backward_apply::<R, ACT>(x, dy.as_ptr(), dx, s, coefs, gamma, beta, stats) }
+    unsafe { backward_apply::<T, ACT>(x, dy.as_ptr(), dx, s, coefs, gamma, beta, stats) }
 }
 
 /// [`backward_apply`] over `dy_dx`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_apply_inplace<R: Real, const ACT: u32>(
-    x: &[R],
-    dy_dx: &mut [R],
+pub(crate) fn backward_apply_inplace<T: 'static, const ACT: u32>(
+    x: &[T],
+    dy_dx: &mut [T],
     s: usize,
-    coefs: [R; 3],
+    coefs: [f64; 3],
     gamma: &[f64],
     beta: &[f64],
     stats: [f64; 2],
@@ -267,7 +342,7 @@ pub(crate) fn backward_apply_inplace<R: Real, const ACT: u32>(
     assert_eq!(dy_dx.len(), x.len());
     let p = dy_dx.as_mut_ptr();
     // SAFETY: p is dy_dx's (x's length), held mutably here.
-    unsafe { backward_apply::<R, ACT>(x, p, p, s, coefs, gamma, beta, stats) }
+    unsafe { backward_apply::<T, ACT>(x, p, p, s, coefs, gamma, beta, stats) }
 }
 
 #[cfg(test)]
@@ -297,24 +372,17 @@ mod tests {
         }
     }
 
-    fn close(got: &[f32], want: &[f64], what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g as f64 - w).abs() <= 2e-5 * (1.0 + w.abs()),
-                "{what}[{i}]: {g} != {w}"
-            );
-        }
-    }
-
-    /// Every pass of this module on `g` (`[rows, s]`, `[k, cx, c0]`, `[mean_d, rstd]`): y, y in
-    /// place, the sums' total, the per-row sums, dx, dx in place.
+    /// Every pass of this module on `g` (`[rows, s]`, `[k, cx, c0]`, `[mean_d, rstd]`), with
+    /// the values stored as `T` (`to` and `from` convert): y, y in place, the sums' total, the
+    /// per-row sums, dx, dx in place.
     #[allow(clippy::type_complexity)]
-    fn passes<const ACT: u32>(
+    fn passes<T: Copy + 'static, const ACT: u32>(
         g: &Group,
         [rows, s]: [usize; 2],
         coefs: [f32; 3],
         stats: [f64; 2],
+        to: fn(f32) -> T,
+        from: fn(T) -> f32,
     ) -> (
         Vec<f32>,
         Vec<f32>,
@@ -323,45 +391,64 @@ mod tests {
         Vec<f32>,
         Vec<f32>,
     ) {
-        let (x, dy, gamma, beta, k) = (&g.x, &g.dy, &g.gamma, &g.beta, coefs[0]);
+        let (gamma, beta, k) = (&g.gamma, &g.beta, coefs[0] as f64);
+        let x: Vec<T> = g.x.iter().map(|&v| to(v)).collect();
+        let dy: Vec<T> = g.dy.iter().map(|&v| to(v)).collect();
+        let coefs = coefs.map(|v| v as f64);
         // Outputs start as NaN, so that a value left unwritten fails the caller's checks.
-        let mut out = vec![MaybeUninit::new(f32::NAN); x.len()];
-        normalize_out::<f32, ACT>(x, &mut out, s, k, gamma, beta, stats);
+        let mut out = vec![MaybeUninit::new(to(f32::NAN)); x.len()];
+        normalize_out::<T, ACT>(&x, &mut out, s, k, gamma, beta, stats);
         let mut data = x.clone();
-        normalize_inplace::<f32, ACT>(&mut data, s, k, gamma, beta, stats);
+        normalize_inplace::<T, ACT>(&mut data, s, k, gamma, beta, stats);
         let mut sums = vec![[0f64; 2]; rows];
-        let total = backward_sums::<f32, ACT>(x, dy, s, k, gamma, beta, stats, &mut sums);
-        let mut dx = vec![MaybeUninit::new(f32::NAN); x.len()];
-        backward_apply_out::<f32, ACT>(x, dy, &mut dx, s, coefs, gamma, beta, stats);
+        let total = backward_sums::<T, ACT>(&x, &dy, s, k, gamma, beta, stats, &mut sums);
+        let mut dx = vec![MaybeUninit::new(to(f32::NAN)); x.len()];
+        backward_apply_out::<T, ACT>(&x, &dy, &mut dx, s, coefs, gamma, beta, stats);
         let mut dy_dx = dy.clone();
-        backward_apply_inplace::<f32, ACT>(x, &mut dy_dx, s, coefs, gamma, beta, stats);
+        backward_apply_inplace::<T, ACT>(&x, &mut dy_dx, s, coefs, gamma, beta, stats);
         // SAFETY: both were initialized (to NaN) when made.
         let (out, dx) = unsafe { (elem_init(out), elem_init(dx)) };
-        (out, data, total, sums, dx, dy_dx)
+        let back = |v: Vec<T>| v.into_iter().map(from).collect();
+        (back(out), back(data), total, sums, back(dx), back(dy_dx))
     }
 
     /// # Safety
     ///
     /// Every element must be initialized.
-    unsafe fn elem_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    unsafe fn elem_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
         // SAFETY: the caller's contract.
         unsafe { crate::cpu::elem::assume_init(v) }
     }
 
     /// Rows of every length from 1 to 40 and a few longer ones, in groups that span more than
-    /// one batch of coefficients: each row gets its own channel's coefficients, every value is
-    /// written once (none before the tail, none past the row), in place and not, with and
-    /// without ReLU; the sums match f64 sums row by row.
-    #[test]
-    fn group_passes_match_the_formulas_row_by_row() {
-        if !applies::<f32, ACT_NONE>(8) {
-            return; // no AVX2 here: the callers go row by row
-        }
+    /// one batch of coefficients, stored as `T`: each row gets its own channel's coefficients,
+    /// every value is written once (none before the tail, none past the row), in place and
+    /// not, with and without ReLU; the sums match f64 sums row by row. `tol` is the relative
+    /// error allowed on y and dx (the rounding of `T`).
+    fn check_group_passes<T: Copy + 'static>(
+        lens: &[usize],
+        to: fn(f32) -> T,
+        from: fn(T) -> f32,
+        tol: f64,
+    ) {
         let (k, mean_d, rstd, cx, c0) = (0.5f32, 0.3f64, 1.7f64, 0.07f32, -0.01f32);
         let stats = [mean_d, rstd];
-        for s in (1..=40).chain([49, 64, 255, 256]) {
+        let close = |got: &[f32], want: &[f64], what: &str| {
+            assert_eq!(got.len(), want.len(), "{what}: length");
+            for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (g as f64 - w).abs() <= tol * (1.0 + w.abs()),
+                    "{what}[{i}]: {g} != {w}"
+                );
+            }
+        };
+        for &s in lens {
             for rows in [1, 3, BATCH + 5] {
-                let g = group(rows, s);
+                let mut g = group(rows, s);
+                // The reference sees the stored values.
+                for v in g.x.iter_mut().chain(g.dy.iter_mut()) {
+                    *v = from(to(*v));
+                }
                 let (x, dy, gamma, beta) = (&g.x, &g.dy, &g.gamma, &g.beta);
                 let coef = |j: usize| {
                     let a = rstd * gamma[j];
@@ -396,15 +483,15 @@ mod tests {
 
                     let (coefs, rows_s) = ([k, cx, c0], [rows, s]);
                     let (out, data, total, sums, dx_out, dy_dx) = if relu {
-                        passes::<ACT_RELU>(&g, rows_s, coefs, stats)
+                        passes::<T, ACT_RELU>(&g, rows_s, coefs, stats, to, from)
                     } else {
-                        passes::<ACT_NONE>(&g, rows_s, coefs, stats)
+                        passes::<T, ACT_NONE>(&g, rows_s, coefs, stats, to, from)
                     };
                     close(&out, &y, &format!("y, {what}"));
                     close(&data, &y, &format!("y in place, {what}"));
                     close(&dx_out, &dx, &format!("dx, {what}"));
                     close(&dy_dx, &dx, &format!("dx in place, {what}"));
-                    let total = total.expect("f32 rows on AVX2");
+                    let total = total.expect("applies");
                     assert!((total - want_total).abs() <= 1e-4 * (1.0 + want_total.abs()));
                     for (j, (got, want)) in sums.iter().zip(&want_sums).enumerate() {
                         for q in 0..2 {
@@ -422,11 +509,26 @@ mod tests {
     }
 
     #[test]
+    fn group_passes_match_the_formulas_row_by_row() {
+        if !applies::<f32, ACT_NONE>(8) {
+            return; // no AVX2 here: the callers go row by row
+        }
+        let short: Vec<usize> = (1..=40).chain([49, 64, 255, 256]).collect();
+        check_group_passes::<f32>(&short, |v| v, |v| v, 2e-5);
+        // 16-bit rows of any length: the short-row kernels, then the long-row ones.
+        let any: Vec<usize> = short.iter().copied().chain([257, 300, 1024]).collect();
+        check_group_passes::<f16>(&any, f16::from_f32, f16::to_f32, 1e-3);
+        check_group_passes::<bf16>(&any, bf16::from_f32, bf16::to_f32, 8e-3);
+    }
+
+    #[test]
     fn other_types_activations_and_lengths_are_left_to_the_row_kernels() {
         assert!(!applies::<f64, ACT_NONE>(16));
         assert!(!applies::<f32, { crate::cpu::rows::ACT_SILU }>(16));
         assert!(!applies::<f32, ACT_NONE>(0));
         assert!(!applies::<f32, ACT_NONE>(MAX_ROW + 1));
+        assert!(!applies::<f16, { crate::cpu::rows::ACT_SILU }>(16));
+        assert!(!applies::<bf16, ACT_NONE>(0));
         let mut data = vec![1.0f64; 32];
         let (g, b) = ([1.0; 2], [0.0; 2]);
         assert!(!normalize_inplace::<f64, ACT_NONE>(

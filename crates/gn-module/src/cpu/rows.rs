@@ -66,6 +66,7 @@ fn as_f32_simd<R: Real>(row: &[R]) -> Option<&[f32]> {
     if core::any::TypeId::of::<R>() == core::any::TypeId::of::<f32>()
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
     {
         // SAFETY: R is f32.
         return Some(unsafe { core::slice::from_raw_parts(row.as_ptr().cast::<f32>(), row.len()) });
@@ -97,9 +98,9 @@ fn simd_normalize<R: Real, const ACT: u32>(
         // slices of n values, the same or disjoint.
         return unsafe {
             if ACT == ACT_RELU {
-                super::simd::normalize::<ACT_RELU>(src, dst, n, k, a, b)
+                super::simd::normalize::<f32, ACT_RELU>(src, dst, n, k, a, b)
             } else {
-                super::simd::normalize::<ACT_NONE>(src, dst, n, k, a, b)
+                super::simd::normalize::<f32, ACT_NONE>(src, dst, n, k, a, b)
             }
         };
     }
@@ -124,9 +125,9 @@ fn simd_backward_apply<R: Real, const ACT: u32>(
         // dx of x's length, dx the same as dy or disjoint from both inputs.
         return unsafe {
             if ACT == ACT_RELU {
-                super::simd::backward_apply::<ACT_RELU>(x, dy, dx, n, c)
+                super::simd::backward_apply::<f32, ACT_RELU>(x, dy, dx, n, c)
             } else {
-                super::simd::backward_apply::<ACT_NONE>(x, dy, dx, n, c)
+                super::simd::backward_apply::<f32, ACT_NONE>(x, dy, dx, n, c)
             }
         };
     }
@@ -317,9 +318,9 @@ pub(crate) fn backward_sums<R: Real, const ACT: u32>(
         // SAFETY: as_f32_simd checked the CPU features; ACT is none or ReLU.
         return unsafe {
             if ACT == ACT_RELU {
-                super::simd::backward_sums::<ACT_RELU>(xs, gs, k, a, b, acc)
+                super::simd::backward_sums::<f32, ACT_RELU>(xs, gs, k, a, b, acc)
             } else {
-                super::simd::backward_sums::<ACT_NONE>(xs, gs, k, a, b, acc)
+                super::simd::backward_sums::<f32, ACT_NONE>(xs, gs, k, a, b, acc)
             }
         };
     }

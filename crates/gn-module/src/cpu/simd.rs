@@ -1,14 +1,190 @@
-//! Hand-vectorized f32 loops for x86-64 with AVX2 and FMA: the statistics and the backward's
+//! Hand-vectorized loops for x86-64 with AVX2, FMA and F16C: the statistics and the backward's
 //! per-channel sums (LLVM pairs the two running sums of one lane instead of running eight
 //! lanes of one sum), and the elementwise passes on short rows (LLVM's 32-wide unrolled loop
 //! leaves most of a 49-value row to its scalar epilogue).
+//!
+//! They read and write f32, f16 or bf16 ([`Lanes`]), computing in f32: 16-bit values are
+//! converted in registers, which costs a few instructions a vector where widening into a
+//! buffer and narrowing back cost two more stores and loads per value.
 //!
 //! Same blocking as the generic code: 16 lanes summed in f32 over blocks of `BLOCK` values,
 //! each block's sums widened to f64.
 
 use core::arch::x86_64::*;
 
+use half::{bf16, f16};
+
 use super::rows::{ACT_NONE, ACT_RELU};
+
+/// An element read and written 8 at a time as 8 f32 lanes.
+pub(crate) trait Lanes: Copy + 'static {
+    /// 8 values from `p` as f32.
+    ///
+    /// # Safety
+    ///
+    /// `p` is valid for 8 reads; called from code compiled with AVX2 and F16C.
+    unsafe fn load(p: *const Self) -> __m256;
+
+    /// `v` rounded to the element (to nearest, ties to even) into `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is valid for 8 writes; called from code compiled with AVX2 and F16C.
+    unsafe fn store(p: *mut Self, v: __m256);
+
+    /// The first `n` (below 8) values from `p` as f32, the other lanes 0.
+    ///
+    /// # Safety
+    ///
+    /// `p` is valid for `n` reads; called from code compiled with AVX2 and F16C.
+    #[inline(always)]
+    unsafe fn load_partial(p: *const Self, n: usize) -> __m256 {
+        debug_assert!(n < 8);
+        let mut buf = [Self::put(0.0); 8];
+        // SAFETY: the caller's contract; buf holds 8.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            Self::load(buf.as_ptr())
+        }
+    }
+
+    /// The first `n` (below 8) lanes of `v` into `p`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is valid for `n` writes; called from code compiled with AVX2 and F16C.
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut Self, n: usize, v: __m256) {
+        debug_assert!(n < 8);
+        let mut buf = [Self::put(0.0); 8];
+        // SAFETY: the caller's contract; buf holds 8.
+        unsafe {
+            Self::store(buf.as_mut_ptr(), v);
+            core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+        }
+    }
+
+    /// One value as f32.
+    fn get(self) -> f32;
+
+    /// One f32 value rounded to the element.
+    fn put(v: f32) -> Self;
+}
+
+impl Lanes for f32 {
+    #[inline(always)]
+    unsafe fn load(p: *const Self) -> __m256 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut Self, v: __m256) {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_partial(p: *const Self, n: usize) -> __m256 {
+        // SAFETY: the caller's contract; the masked-off lanes are not read.
+        unsafe { _mm256_maskload_ps(p, lane_mask(n)) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut Self, n: usize, v: __m256) {
+        // SAFETY: the caller's contract; the masked-off lanes are not written.
+        unsafe { _mm256_maskstore_ps(p, lane_mask(n), v) }
+    }
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn put(v: f32) -> Self {
+        v
+    }
+}
+
+impl Lanes for f16 {
+    #[inline(always)]
+    unsafe fn load(p: *const Self) -> __m256 {
+        // SAFETY: the caller's contract (F16C).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut Self, v: __m256) {
+        // SAFETY: the caller's contract (F16C).
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm_storeu_si128(p.cast::<__m128i>(), h)
+        }
+    }
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn put(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+impl Lanes for bf16 {
+    #[inline(always)]
+    unsafe fn load(p: *const Self) -> __m256 {
+        // SAFETY: the caller's contract (AVX2); bf16 is the upper half of an f32.
+        unsafe {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast::<__m128i>()));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut Self, v: __m256) {
+        // SAFETY: the caller's contract (AVX2).
+        unsafe {
+            let r = round_bf16(_mm256_castps_si256(v));
+            // packus works within 128-bit lanes: [r0-3 r0-3 | r4-7 r4-7], then r0-7 in front.
+            let packed = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi32(r, r));
+            _mm_storeu_si128(p.cast::<__m128i>(), _mm256_castsi256_si128(packed))
+        }
+    }
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn put(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+}
+
+/// Lanes `0..rem` set (`rem` in `0..8`).
+#[inline(always)]
+pub(crate) fn lane_mask(rem: usize) -> __m256i {
+    // SAFETY: AVX2 is enabled in every caller.
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(rem as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+}
+
+/// The bf16 bits of 8 f32 values (in the low half of each 32-bit lane): to nearest, ties to
+/// even, NaN kept quiet, as `bf16::from_f32`.
+#[inline(always)]
+pub(crate) unsafe fn round_bf16(v: __m256i) -> __m256i {
+    // SAFETY: only called from functions compiled with AVX2 enabled.
+    unsafe {
+        let high = _mm256_srli_epi32::<16>(v);
+        let lsb = _mm256_and_si256(high, _mm256_set1_epi32(1));
+        let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
+        let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(v, bias));
+        // A NaN's rounding could carry into the exponent (or clear a low payload): keep its
+        // top half, made quiet.
+        let f = _mm256_castsi256_ps(v);
+        let is_nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(f, f));
+        let nan = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
+        _mm256_blendv_epi8(rounded, nan, is_nan)
+    }
+}
 
 const BLOCK: usize = 256;
 
@@ -29,9 +205,9 @@ unsafe fn widen_sum(v: __m256) -> f64 {
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn shifted_sums(row: &[f32], k: f32, acc: &mut [f64; 2]) {
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn shifted_sums<T: Lanes>(row: &[T], k: f32, acc: &mut [f64; 2]) {
     let kv = _mm256_set1_ps(k);
     for block in row.chunks(BLOCK) {
         let (mut s1a, mut s1b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -41,8 +217,8 @@ pub(crate) unsafe fn shifted_sums(row: &[f32], k: f32, acc: &mut [f64; 2]) {
             // SAFETY: `c` holds 16 floats.
             let (v0, v1) = unsafe {
                 (
-                    _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), kv),
-                    _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr().add(8)), kv),
+                    _mm256_sub_ps(T::load(c.as_ptr()), kv),
+                    _mm256_sub_ps(T::load(c.as_ptr().add(8)), kv),
                 )
             };
             s1a = _mm256_add_ps(s1a, v0);
@@ -58,7 +234,7 @@ pub(crate) unsafe fn shifted_sums(row: &[f32], k: f32, acc: &mut [f64; 2]) {
             )
         };
         for &x in chunks.remainder() {
-            let d = x - k;
+            let d = x.get() - k;
             t1 += d as f64;
             t2 += (d * d) as f64;
         }
@@ -72,11 +248,11 @@ pub(crate) unsafe fn shifted_sums(row: &[f32], k: f32, acc: &mut [f64; 2]) {
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn backward_sums<const ACT: u32>(
-    x: &[f32],
-    dy: &[f32],
+/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
+    x: &[T],
+    dy: &[T],
     k: f32,
     a: f32,
     b: f32,
@@ -101,8 +277,8 @@ pub(crate) unsafe fn backward_sums<const ACT: u32>(
             // SAFETY: both chunks hold 8 floats.
             let (d, mut dz) = unsafe {
                 (
-                    _mm256_sub_ps(_mm256_loadu_ps(xs.as_ptr()), kv),
-                    _mm256_loadu_ps(gs.as_ptr()),
+                    _mm256_sub_ps(T::load(xs.as_ptr()), kv),
+                    T::load(gs.as_ptr()),
                 )
             };
             if ACT == ACT_RELU {
@@ -116,7 +292,7 @@ pub(crate) unsafe fn backward_sums<const ACT: u32>(
         // SAFETY: AVX is enabled here.
         let (mut tp, mut tq, mut tt) = unsafe { (widen_sum(p), widen_sum(q), widen_sum(t)) };
         for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
-            let d = xv - k;
+            let (d, g) = (xv.get() - k, g.get());
             let dz = if ACT == ACT_RELU && d * a + b <= 0.0 {
                 0.0
             } else {
@@ -224,12 +400,12 @@ pub(crate) fn map_vectors(
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `src` is valid for
-/// `n` reads and `dst` for `n` writes, and they are the same or disjoint.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn normalize<const ACT: u32>(
-    src: *const f32,
-    dst: *mut f32,
+/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `src` is valid
+/// for `n` reads and `dst` for `n` writes, and they are the same or disjoint.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn normalize<T: Lanes, const ACT: u32>(
+    src: *const T,
+    dst: *mut T,
     n: usize,
     k: f32,
     a: f32,
@@ -246,7 +422,7 @@ pub(crate) unsafe fn normalize<const ACT: u32>(
         n,
         |i| {
             // SAFETY: i + 8 <= n.
-            let v = unsafe { _mm256_loadu_ps(src.add(i)) };
+            let v = unsafe { T::load(src.add(i)) };
             let z = _mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv);
             if ACT == ACT_RELU {
                 // maxps returns its second operand when either is NaN: NaN stays NaN.
@@ -256,7 +432,7 @@ pub(crate) unsafe fn normalize<const ACT: u32>(
             }
         },
         // SAFETY: i + 8 <= n.
-        |i, v| unsafe { _mm256_storeu_ps(dst.add(i), v) },
+        |i, v| unsafe { T::store(dst.add(i), v) },
     )
 }
 
@@ -265,14 +441,14 @@ pub(crate) unsafe fn normalize<const ACT: u32>(
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `x` and `dy` are
-/// valid for `n` reads and `dx` for `n` writes; `dx` is `dy` or disjoint from both inputs.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `x` and `dy`
+/// are valid for `n` reads and `dx` for `n` writes; `dx` is `dy` or disjoint from both inputs.
+#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn backward_apply<const ACT: u32>(
-    x: *const f32,
-    dy: *const f32,
-    dx: *mut f32,
+pub(crate) unsafe fn backward_apply<T: Lanes, const ACT: u32>(
+    x: *const T,
+    dy: *const T,
+    dx: *mut T,
     n: usize,
     [k, a, b, cx, c0]: [f32; 5],
 ) -> bool {
@@ -289,7 +465,7 @@ pub(crate) unsafe fn backward_apply<const ACT: u32>(
         n,
         |i| {
             // SAFETY: i + 8 <= n.
-            let (xv, mut dz) = unsafe { (_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(dy.add(i))) };
+            let (xv, mut dz) = unsafe { (T::load(x.add(i)), T::load(dy.add(i))) };
             let d = _mm256_sub_ps(xv, kv);
             if ACT == ACT_RELU {
                 let z = _mm256_fmadd_ps(d, av, bv);
@@ -298,7 +474,7 @@ pub(crate) unsafe fn backward_apply<const ACT: u32>(
             _mm256_fmadd_ps(cxv, d, _mm256_fmadd_ps(av, dz, c0v))
         },
         // SAFETY: i + 8 <= n.
-        |i, v| unsafe { _mm256_storeu_ps(dx.add(i), v) },
+        |i, v| unsafe { T::store(dx.add(i), v) },
     )
 }
 

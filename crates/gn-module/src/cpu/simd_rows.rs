@@ -1,11 +1,11 @@
 //! A group's rows in one call, for short rows (7x7, 8x8, 4x4 maps: `S` of a few dozen values)
-//! with AVX2 and FMA. Called a row at a time, the kernels of [`super::simd`] pay for every row
+//! with AVX2, FMA and F16C, stored as f32, f16 or bf16 ([`Lanes`]). Called a row at a time, the kernels of [`super::simd`] pay for every row
 //! their set-up, three horizontal sums in f64 and a scalar tail; here a row costs the broadcast
 //! of its channel's coefficients, its vectors, and for the sums one combined horizontal sum.
 //!
 //! Rows are `s` values apart, row `j` at `j * s`; `a` and `b` hold one coefficient per row, so
 //! their length is the number of rows. A row shorter than 8, or the last part of a longer one,
-//! is read with masked loads (the masked-off lanes are neither read nor written), or, where a
+//! is read with partial loads (the lanes past it are neither read nor written), or, where a
 //! row has 8 values or more, as one more whole vector overlapping its predecessor. Rows of one
 //! value (`[N, C]` inputs, 1x1 maps) run the other way: a vector spans 8 rows, with 8 rows'
 //! coefficients loaded from `a` and `b`.
@@ -13,19 +13,7 @@
 use core::arch::x86_64::*;
 
 use super::rows::{ACT_NONE, ACT_RELU};
-use super::simd::map_vectors;
-
-/// Lanes `0..rem` set (`rem` in `0..8`).
-#[inline(always)]
-fn lane_mask(rem: usize) -> __m256i {
-    // SAFETY: AVX2 is enabled in every caller.
-    unsafe {
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(rem as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
-    }
-}
+use super::simd::{Lanes, lane_mask, map_vectors};
 
 /// `act(z)` for `ACT_NONE` and `ACT_RELU`.
 #[inline(always)]
@@ -59,13 +47,13 @@ fn masked_grad<const ACT: u32>(d: __m256, dy: __m256, a: __m256, b: __m256) -> _
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `a` and `b` have the
-/// same length, `src` is valid for `a.len() * s` reads and `dst` for as many writes, and they
-/// are the same or disjoint.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn normalize_rows<const ACT: u32>(
-    src: *const f32,
-    dst: *mut f32,
+/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `a` and `b`
+/// have the same length, `src` is valid for `a.len() * s` reads and `dst` for as many writes,
+/// and they are the same or disjoint.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn normalize_rows<T: Lanes, const ACT: u32>(
+    src: *const T,
+    dst: *mut T,
     s: usize,
     k: f32,
     a: &[f32],
@@ -85,40 +73,38 @@ pub(crate) unsafe fn normalize_rows<const ACT: u32>(
             n,
             |i| unsafe {
                 f(
-                    _mm256_loadu_ps(src.add(i)),
+                    T::load(src.add(i)),
                     _mm256_loadu_ps(a.add(i)),
                     _mm256_loadu_ps(b.add(i)),
                 )
             },
-            |i, v| unsafe { _mm256_storeu_ps(dst.add(i), v) },
+            |i, v| unsafe { T::store(dst.add(i), v) },
         );
         if !whole {
-            let m = lane_mask(n);
             unsafe {
                 let v = f(
-                    _mm256_maskload_ps(src, m),
-                    _mm256_maskload_ps(a, m),
-                    _mm256_maskload_ps(b, m),
+                    T::load_partial(src, n),
+                    f32::load_partial(a, n),
+                    f32::load_partial(b, n),
                 );
-                _mm256_maskstore_ps(dst, m, v);
+                T::store_partial(dst, n, v);
             }
         }
         return;
     }
-    let mask = lane_mask(s % 8);
     for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
         let (av, bv) = (_mm256_set1_ps(aj), _mm256_set1_ps(bj));
         // SAFETY: row j is within the caller's a.len() * s values.
         let (src, dst) = unsafe { (src.add(j * s), dst.add(j * s)) };
         let f = |v: __m256| activate::<ACT>(_mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv));
-        // SAFETY (both arms): i + 8 <= s, or masked to the row's s < 8 values.
+        // SAFETY (both arms): i + 8 <= s, or the row's s < 8 values.
         let whole = map_vectors(
             s,
-            |i| f(unsafe { _mm256_loadu_ps(src.add(i)) }),
-            |i, v| unsafe { _mm256_storeu_ps(dst.add(i), v) },
+            |i| f(unsafe { T::load(src.add(i)) }),
+            |i, v| unsafe { T::store(dst.add(i), v) },
         );
         if !whole {
-            unsafe { _mm256_maskstore_ps(dst, mask, f(_mm256_maskload_ps(src, mask))) };
+            unsafe { T::store_partial(dst, s, f(T::load_partial(src, s))) };
         }
     }
 }
@@ -129,12 +115,12 @@ pub(crate) unsafe fn normalize_rows<const ACT: u32>(
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `a`, `b` and `sums`
-/// have the same length, and `x` and `dy` are valid for `sums.len() * s` reads.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn backward_sums_rows<const ACT: u32>(
-    x: *const f32,
-    dy: *const f32,
+/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `a`, `b` and
+/// `sums` have the same length, and `x` and `dy` are valid for `sums.len() * s` reads.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn backward_sums_rows<T: Lanes, const ACT: u32>(
+    x: *const T,
+    dy: *const T,
     s: usize,
     k: f32,
     a: &[f32],
@@ -148,7 +134,7 @@ pub(crate) unsafe fn backward_sums_rows<const ACT: u32>(
         let mut total = 0f64;
         for (j, sum) in sums.iter_mut().enumerate() {
             // SAFETY: j < sums.len(), the caller's row count.
-            let (xv, g) = unsafe { (*x.add(j), *dy.add(j)) };
+            let (xv, g) = unsafe { ((*x.add(j)).get(), (*dy.add(j)).get()) };
             let d = xv - k;
             // mul_add: z rounded once, as in the vector passes, so that both agree on the
             // sign of a z next to 0.
@@ -182,19 +168,19 @@ pub(crate) unsafe fn backward_sums_rows<const ACT: u32>(
         let mut i = 0;
         while i < whole {
             // SAFETY: i + 8 <= s.
-            let (xv, g) = unsafe { (_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(dy.add(i))) };
+            let (xv, g) = unsafe { (T::load(x.add(i)), T::load(dy.add(i))) };
             add(_mm256_sub_ps(xv, kv), g);
             i += 8;
         }
         if whole < s {
-            // SAFETY: masked to the row's last s - whole values.
+            // SAFETY: the row's last s - whole values.
             let (xv, g) = unsafe {
                 (
-                    _mm256_maskload_ps(x.add(whole), mask),
-                    _mm256_maskload_ps(dy.add(whole), mask),
+                    T::load_partial(x.add(whole), s - whole),
+                    T::load_partial(dy.add(whole), s - whole),
                 )
             };
-            // The masked-off lanes of x load as 0, so their x - k is cleared too.
+            // The lanes past the row load as 0, so their x - k is cleared too.
             let d = _mm256_and_ps(_mm256_sub_ps(xv, kv), _mm256_castsi256_ps(mask));
             add(d, g);
         }
@@ -223,15 +209,15 @@ pub(crate) unsafe fn backward_sums_rows<const ACT: u32>(
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`; `a` and `b` have the
-/// same length, `x` and `dy` are valid for `a.len() * s` reads and `dx` for as many writes, and
-/// `dx` is `dy` or disjoint from both inputs.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `a` and `b`
+/// have the same length, `x` and `dy` are valid for `a.len() * s` reads and `dx` for as many
+/// writes, and `dx` is `dy` or disjoint from both inputs.
+#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn backward_apply_rows<const ACT: u32>(
-    x: *const f32,
-    dy: *const f32,
-    dx: *mut f32,
+pub(crate) unsafe fn backward_apply_rows<T: Lanes, const ACT: u32>(
+    x: *const T,
+    dy: *const T,
+    dx: *mut T,
     s: usize,
     [k, cx, c0]: [f32; 3],
     a: &[f32],
@@ -248,38 +234,42 @@ pub(crate) unsafe fn backward_apply_rows<const ACT: u32>(
     if s == 1 {
         // One value a row: vectors run across rows, with the coefficients' vectors.
         let (n, a, b) = (a.len(), a.as_ptr(), b.as_ptr());
-        let load = |p: *const f32, i: usize| unsafe { _mm256_loadu_ps(p.add(i)) };
-        // SAFETY (all): i + 8 <= n, or masked to the n < 8 values.
+        let load = |p: *const T, i: usize| unsafe { T::load(p.add(i)) };
+        let coef = |p: *const f32, i: usize| unsafe { _mm256_loadu_ps(p.add(i)) };
+        // SAFETY (all): i + 8 <= n, or the n < 8 values.
         let whole = map_vectors(
             n,
-            |i| grad(load(x, i), load(dy, i), load(a, i), load(b, i)),
-            |i, v| unsafe { _mm256_storeu_ps(dx.add(i), v) },
+            |i| grad(load(x, i), load(dy, i), coef(a, i), coef(b, i)),
+            |i, v| unsafe { T::store(dx.add(i), v) },
         );
         if !whole {
-            let m = lane_mask(n);
             unsafe {
-                let load = |p: *const f32| _mm256_maskload_ps(p, m);
-                _mm256_maskstore_ps(dx, m, grad(load(x), load(dy), load(a), load(b)));
+                let v = grad(
+                    T::load_partial(x, n),
+                    T::load_partial(dy, n),
+                    f32::load_partial(a, n),
+                    f32::load_partial(b, n),
+                );
+                T::store_partial(dx, n, v);
             }
         }
         return;
     }
-    let mask = lane_mask(s % 8);
     for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
         let (av, bv) = (_mm256_set1_ps(aj), _mm256_set1_ps(bj));
         // SAFETY: row j is within the caller's a.len() * s values.
         let (x, dy, dx) = unsafe { (x.add(j * s), dy.add(j * s), dx.add(j * s)) };
         let f = |xv: __m256, g: __m256| grad(xv, g, av, bv);
-        // SAFETY (all three): i + 8 <= s, or masked to the row's s < 8 values.
+        // SAFETY (all three): i + 8 <= s, or the row's s < 8 values.
         let whole = map_vectors(
             s,
-            |i| unsafe { f(_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(dy.add(i))) },
-            |i, v| unsafe { _mm256_storeu_ps(dx.add(i), v) },
+            |i| unsafe { f(T::load(x.add(i)), T::load(dy.add(i))) },
+            |i, v| unsafe { T::store(dx.add(i), v) },
         );
         if !whole {
             unsafe {
-                let v = f(_mm256_maskload_ps(x, mask), _mm256_maskload_ps(dy, mask));
-                _mm256_maskstore_ps(dx, mask, v);
+                let v = f(T::load_partial(x, s), T::load_partial(dy, s));
+                T::store_partial(dx, s, v);
             }
         }
     }
