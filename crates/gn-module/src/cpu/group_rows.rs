@@ -5,7 +5,7 @@
 //!
 //! Element types: f32 rows of up to [`MAX_ROW`] values (longer f32 rows keep the row kernels,
 //! which stream large outputs around the cache), and f16 and bf16 rows of any length, converted
-//! to f32 in registers; on x86-64 with AVX2, FMA and F16C, with no activation or ReLU.
+//! to f32 in registers; on x86-64 with AVX2, FMA and F16C, with any activation.
 //!
 //! Rows go in batches of [`BATCH`], whose per-row coefficients `a = rstd γ_c` and
 //! `b = β_c - mean a` (`mean` shifted by the group's `k`, as in the row kernels) sit on the
@@ -31,7 +31,7 @@ pub(crate) const MAX_ROW: usize = 256;
 #[inline(always)]
 pub(crate) fn applies<T: 'static, const ACT: u32>(s: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if ACT != super::rows::ACT_SILU && s > 0 {
+    if s > 0 {
         let t = TypeId::of::<T>();
         let row_ok = if t == TypeId::of::<f32>() {
             s <= MAX_ROW
@@ -64,19 +64,6 @@ macro_rules! with_lanes {
             $body
         }
     }};
-}
-
-/// `$m::$f::<L, ACT>(args)` for the two activations they have (`ACT` is the caller's const
-/// generic, none or ReLU once [`applies`] has said so).
-#[cfg(target_arch = "x86_64")]
-macro_rules! simd_call {
-    ($m:ident::$f:ident::<$l:ty>($($arg:expr),* $(,)?)) => {
-        if ACT == super::rows::ACT_RELU {
-            super::$m::$f::<$l, { super::rows::ACT_RELU }>($($arg),*)
-        } else {
-            super::$m::$f::<$l, { super::rows::ACT_NONE }>($($arg),*)
-        }
-    };
 }
 
 /// The group's coefficients, batch by batch: runs `$body` with `$j0` the first row of the
@@ -159,11 +146,11 @@ unsafe fn normalize<T: 'static, const ACT: u32>(
             unsafe {
                 let (src, dst) = (src.add(j0 * s), dst.add(j0 * s));
                 if s <= MAX_ROW {
-                    simd_call!(simd_rows::normalize_rows::<L>(src, dst, s, k, a, b))
+                    super::simd_rows::normalize_rows::<L, ACT>(src, dst, s, k, a, b)
                 } else {
                     for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
                         let (src, dst) = (src.add(j * s), dst.add(j * s));
-                        simd_call!(simd::normalize::<L>(src, dst, s, k, aj, bj));
+                        super::simd::normalize::<L, ACT>(src, dst, s, k, aj, bj);
                     }
                 }
             }
@@ -238,14 +225,14 @@ pub(crate) fn backward_sums<T: 'static, const ACT: u32>(
                 let (x, dy) = (x.add(j0 * s), dy.add(j0 * s));
                 if s <= MAX_ROW {
                     total +=
-                        simd_call!(simd_rows::backward_sums_rows::<L>(x, dy, s, k, a, b, sums));
+                        super::simd_rows::backward_sums_rows::<L, ACT>(x, dy, s, k, a, b, sums);
                 } else {
                     // Long rows: summed in blocks, in f64 across them.
                     for (j, sum) in sums.iter_mut().enumerate() {
                         let xs = core::slice::from_raw_parts(x.add(j * s), s);
                         let gs = core::slice::from_raw_parts(dy.add(j * s), s);
                         let mut acc = [0f64; 3];
-                        simd_call!(simd::backward_sums::<L>(xs, gs, k, a[j], b[j], &mut acc));
+                        super::simd::backward_sums::<L, ACT>(xs, gs, k, a[j], b[j], &mut acc);
                         sum[0] += acc[0];
                         sum[1] += acc[1];
                         total += acc[2];
@@ -290,15 +277,13 @@ unsafe fn backward_apply<T: 'static, const ACT: u32>(
             unsafe {
                 let (x, dy, dx) = (x.add(j0 * s), dy.add(j0 * s), dx.add(j0 * s));
                 if s <= MAX_ROW {
-                    simd_call!(simd_rows::backward_apply_rows::<L>(
-                        x, dy, dx, s, coefs, a, b
-                    ))
+                    super::simd_rows::backward_apply_rows::<L, ACT>(x, dy, dx, s, coefs, a, b)
                 } else {
                     let [k, cx, c0] = coefs;
                     for (j, (&aj, &bj)) in a.iter().zip(b).enumerate() {
                         let (x, dy, dx) = (x.add(j * s), dy.add(j * s), dx.add(j * s));
                         let row = [k, aj, bj, cx, c0];
-                        simd_call!(simd::backward_apply::<L>(x, dy, dx, s, row));
+                        super::simd::backward_apply::<L, ACT>(x, dy, dx, s, row);
                     }
                 }
             }
@@ -348,7 +333,7 @@ pub(crate) fn backward_apply_inplace<T: 'static, const ACT: u32>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::rows::{ACT_NONE, ACT_RELU};
+    use crate::cpu::rows::{ACT_NONE, ACT_RELU, ACT_SILU};
 
     /// A group of `rows` rows of `s` values, with its channels' gamma and beta.
     struct Group {
@@ -423,7 +408,7 @@ mod tests {
     /// Rows of every length from 1 to 40 and a few longer ones, in groups that span more than
     /// one batch of coefficients, stored as `T`: each row gets its own channel's coefficients,
     /// every value is written once (none before the tail, none past the row), in place and
-    /// not, with and without ReLU; the sums match f64 sums row by row. `tol` is the relative
+    /// not, with each activation; the sums match f64 sums row by row. `tol` is the relative
     /// error allowed on y and dx (the rounding of `T`).
     fn check_group_passes<T: Copy + 'static>(
         lens: &[usize],
@@ -458,34 +443,40 @@ mod tests {
                 let z: Vec<f64> = (0..x.len())
                     .map(|i| d(i) * coef(i / s).0 + coef(i / s).1)
                     .collect();
-                let dz = |i: usize, relu: bool| {
-                    if relu && z[i] <= 0.0 {
-                        0.0
-                    } else {
-                        dy[i] as f64
+                let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+                let dz = |i: usize, act: u32| match act {
+                    ACT_RELU if z[i] <= 0.0 => 0.0,
+                    ACT_SILU => {
+                        let sg = sigmoid(z[i]);
+                        dy[i] as f64 * sg * (1.0 + z[i] * (1.0 - sg))
                     }
+                    _ => dy[i] as f64,
                 };
-                for relu in [false, true] {
-                    let what = format!("s {s}, {rows} rows, relu {relu}");
+                for act in [ACT_NONE, ACT_RELU, ACT_SILU] {
+                    let what = format!("s {s}, {rows} rows, activation {act}");
                     let y: Vec<f64> = z
                         .iter()
-                        .map(|&v| if relu { v.max(0.0) } else { v })
+                        .map(|&v| match act {
+                            ACT_RELU => v.max(0.0),
+                            ACT_SILU => v * sigmoid(v),
+                            _ => v,
+                        })
                         .collect();
                     let dx: Vec<f64> = (0..x.len())
-                        .map(|i| coef(i / s).0 * dz(i, relu) + cx as f64 * d(i) + c0 as f64)
+                        .map(|i| coef(i / s).0 * dz(i, act) + cx as f64 * d(i) + c0 as f64)
                         .collect();
                     let mut want_sums = vec![[0f64; 2]; rows];
                     for i in 0..x.len() {
-                        want_sums[i / s][0] += dz(i, relu) * d(i);
-                        want_sums[i / s][1] += dz(i, relu);
+                        want_sums[i / s][0] += dz(i, act) * d(i);
+                        want_sums[i / s][1] += dz(i, act);
                     }
                     let want_total: f64 = (0..x.len()).map(d).sum();
 
                     let (coefs, rows_s) = ([k, cx, c0], [rows, s]);
-                    let (out, data, total, sums, dx_out, dy_dx) = if relu {
-                        passes::<T, ACT_RELU>(&g, rows_s, coefs, stats, to, from)
-                    } else {
-                        passes::<T, ACT_NONE>(&g, rows_s, coefs, stats, to, from)
+                    let (out, data, total, sums, dx_out, dy_dx) = match act {
+                        ACT_RELU => passes::<T, ACT_RELU>(&g, rows_s, coefs, stats, to, from),
+                        ACT_SILU => passes::<T, ACT_SILU>(&g, rows_s, coefs, stats, to, from),
+                        _ => passes::<T, ACT_NONE>(&g, rows_s, coefs, stats, to, from),
                     };
                     close(&out, &y, &format!("y, {what}"));
                     close(&data, &y, &format!("y in place, {what}"));
@@ -522,12 +513,10 @@ mod tests {
     }
 
     #[test]
-    fn other_types_activations_and_lengths_are_left_to_the_row_kernels() {
+    fn other_types_and_lengths_are_left_to_the_row_kernels() {
         assert!(!applies::<f64, ACT_NONE>(16));
-        assert!(!applies::<f32, { crate::cpu::rows::ACT_SILU }>(16));
         assert!(!applies::<f32, ACT_NONE>(0));
         assert!(!applies::<f32, ACT_NONE>(MAX_ROW + 1));
-        assert!(!applies::<f16, { crate::cpu::rows::ACT_SILU }>(16));
         assert!(!applies::<bf16, ACT_NONE>(0));
         let mut data = vec![1.0f64; 32];
         let (g, b) = ([1.0; 2], [0.0; 2]);

@@ -80,7 +80,7 @@ fn to_f32<R: Real>(v: R) -> f32 {
 }
 
 /// [`normalize`] over `n` values through [`super::simd::normalize`] when that applies (f32
-/// on AVX2, no activation or ReLU, `n >= 8`); `dst` may be `src`. Returns whether it ran.
+/// on AVX2, `n >= 8`); `dst` may be `src`. Returns whether it ran.
 #[inline(always)]
 fn simd_normalize<R: Real, const ACT: u32>(
     src: *const R,
@@ -91,18 +91,12 @@ fn simd_normalize<R: Real, const ACT: u32>(
     b: R,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if ACT != ACT_SILU && as_f32_simd::<R>(&[]).is_some() {
+    if as_f32_simd::<R>(&[]).is_some() {
         let (k, a, b) = (to_f32(k), to_f32(a), to_f32(b));
         let (src, dst) = (src.cast::<f32>(), dst.cast::<f32>());
         // SAFETY: R is f32 and the CPU has AVX2 and FMA (as_f32_simd); the callers pass
         // slices of n values, the same or disjoint.
-        return unsafe {
-            if ACT == ACT_RELU {
-                super::simd::normalize::<f32, ACT_RELU>(src, dst, n, k, a, b)
-            } else {
-                super::simd::normalize::<f32, ACT_NONE>(src, dst, n, k, a, b)
-            }
-        };
+        return unsafe { super::simd::normalize::<f32, ACT>(src, dst, n, k, a, b) };
     }
     let _ = (src, dst, n, k, a, b);
     false
@@ -118,18 +112,12 @@ fn simd_backward_apply<R: Real, const ACT: u32>(
     coefs: [R; 5],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if ACT != ACT_SILU && as_f32_simd(x).is_some() {
+    if as_f32_simd(x).is_some() {
         let (c, n) = (coefs.map(to_f32), x.len());
         let (x, dy, dx) = (x.as_ptr().cast::<f32>(), dy.cast::<f32>(), dx.cast::<f32>());
         // SAFETY: R is f32 and the CPU has AVX2 and FMA (as_f32_simd); the callers pass dy and
         // dx of x's length, dx the same as dy or disjoint from both inputs.
-        return unsafe {
-            if ACT == ACT_RELU {
-                super::simd::backward_apply::<f32, ACT_RELU>(x, dy, dx, n, c)
-            } else {
-                super::simd::backward_apply::<f32, ACT_NONE>(x, dy, dx, n, c)
-            }
-        };
+        return unsafe { super::simd::backward_apply::<f32, ACT>(x, dy, dx, n, c) };
     }
     let _ = (x, dy, dx, coefs);
     false
@@ -235,7 +223,7 @@ pub(crate) fn normalize<R: Real, const ACT: u32>(
 }
 
 /// [`normalize`], with non-temporal stores when `stream` asks for them and the CPU and the
-/// element type have them (f32 with AVX2, no activation or ReLU), prefetching `ahead` (see
+/// element type have them (f32 with AVX2), prefetching `ahead` (see
 /// [`super::simd::normalize_stream`]); returns whether it streamed (the caller then fences).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -249,10 +237,7 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
     ahead: &[R],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if stream
-        && ACT != ACT_SILU
-        && let Some(src32) = as_f32_simd(src)
-    {
+    if stream && let Some(src32) = as_f32_simd(src) {
         // SAFETY: R is f32 (as_f32_simd), so dst is f32 storage too.
         let dst32 = unsafe {
             core::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<MaybeUninit<f32>>(), dst.len())
@@ -261,14 +246,8 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
         // SAFETY: R is f32 (as_f32_simd).
         let ahead =
             unsafe { core::slice::from_raw_parts(ahead.as_ptr().cast::<f32>(), ahead.len()) };
-        // SAFETY: as_f32_simd checked the CPU features; ACT is none or ReLU.
-        unsafe {
-            if ACT == ACT_RELU {
-                super::simd::normalize_stream::<ACT_RELU>(src32, dst32, k, a, b, ahead)
-            } else {
-                super::simd::normalize_stream::<ACT_NONE>(src32, dst32, k, a, b, ahead)
-            }
-        }
+        // SAFETY: as_f32_simd checked the CPU features.
+        unsafe { super::simd::normalize_stream::<ACT>(src32, dst32, k, a, b, ahead) }
         return true;
     }
     assert_eq!(src.len(), dst.len());
@@ -311,18 +290,10 @@ pub(crate) fn backward_sums<R: Real, const ACT: u32>(
     acc: &mut [f64; 3],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if ACT != ACT_SILU
-        && let (Some(xs), Some(gs)) = (as_f32_simd(x), as_f32_simd(dy))
-    {
+    if let (Some(xs), Some(gs)) = (as_f32_simd(x), as_f32_simd(dy)) {
         let (k, a, b) = (to_f32(k), to_f32(a), to_f32(b));
-        // SAFETY: as_f32_simd checked the CPU features; ACT is none or ReLU.
-        return unsafe {
-            if ACT == ACT_RELU {
-                super::simd::backward_sums::<f32, ACT_RELU>(xs, gs, k, a, b, acc)
-            } else {
-                super::simd::backward_sums::<f32, ACT_NONE>(xs, gs, k, a, b, acc)
-            }
-        };
+        // SAFETY: as_f32_simd checked the CPU features.
+        return unsafe { super::simd::backward_sums::<f32, ACT>(xs, gs, k, a, b, acc) };
     }
     for (xb, gb) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)) {
         let mut p = [R::ZERO; LANES];
@@ -466,7 +437,7 @@ mod tests {
     #[test]
     fn elementwise_passes_match_the_formulas_at_every_length() {
         let (k, a, b, cx, c0) = (0.5f32, 1.3f32, -0.2f32, 0.07f32, -0.01f32);
-        for n in 0..41 {
+        for n in (0..41).chain([300]) {
             let (x, dy) = inputs(n);
             let z: Vec<f32> = x.iter().map(|&v| (v - k) * a + b).collect();
             let relu: Vec<f32> = z.iter().map(|&v| v.max(0.0)).collect();
@@ -504,6 +475,57 @@ mod tests {
                 close(unsafe { elem_init(&out) }, &want, "dx");
                 close(&data, &want, "dx in place");
             }
+
+            // SiLU, through the cache, streamed and in place, and its gradient.
+            let sigmoid = |v: f32| 1.0 / (1.0 + (-v as f64).exp()) as f32;
+            let silu: Vec<f32> = z.iter().map(|&v| v * sigmoid(v)).collect();
+            for stream in [false, true] {
+                let mut out = vec![MaybeUninit::uninit(); n];
+                let streamed = normalize_out::<f32, ACT_SILU>(&x, &mut out, k, a, b, stream, &[]);
+                #[cfg(target_arch = "x86_64")]
+                if streamed {
+                    super::super::simd::store_fence();
+                }
+                close(unsafe { elem_init(&out) }, &silu, "normalize silu");
+            }
+            let mut data = x.clone();
+            normalize_inplace::<f32, ACT_SILU>(&mut data, k, a, b);
+            close(&data, &silu, "normalize silu in place");
+            let want: Vec<f32> = x
+                .iter()
+                .zip(&dy)
+                .zip(&z)
+                .map(|((&v, &g), &zv)| {
+                    let sg = sigmoid(zv);
+                    let dz = g * sg * (1.0 + zv * (1.0 - sg));
+                    a * dz + cx * (v - k) + c0
+                })
+                .collect();
+            let mut out = vec![MaybeUninit::uninit(); n];
+            let mut data = dy.clone();
+            backward_apply::<f32, ACT_SILU>(&x, &dy, &mut out, k, a, b, cx, c0);
+            backward_apply_inplace::<f32, ACT_SILU>(&x, &mut data, k, a, b, cx, c0);
+            close(unsafe { elem_init(&out) }, &want, "dx silu");
+            close(&data, &want, "dx silu in place");
+            let mut acc = [0f64; 3];
+            backward_sums::<f32, ACT_SILU>(&x, &dy, k, a, b, &mut acc);
+            let (mut p, mut q) = (0f64, 0f64);
+            for ((&v, &g), &zv) in x.iter().zip(&dy).zip(&z) {
+                let sg = sigmoid(zv) as f64;
+                let dz = g as f64 * sg * (1.0 + zv as f64 * (1.0 - sg));
+                p += dz * (v - k) as f64;
+                q += dz;
+            }
+            assert!(
+                (acc[0] - p).abs() <= 1e-4 * (1.0 + p.abs()),
+                "silu sums: {} != {p}",
+                acc[0]
+            );
+            assert!(
+                (acc[1] - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                "silu sums: {} != {q}",
+                acc[1]
+            );
         }
     }
 

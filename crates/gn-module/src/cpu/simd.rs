@@ -14,7 +14,7 @@ use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::rows::{ACT_NONE, ACT_RELU};
+use super::rows::{ACT_NONE, ACT_RELU, ACT_SILU};
 
 /// An element read and written 8 at a time as 8 f32 lanes.
 pub(crate) trait Lanes: Copy + 'static {
@@ -155,6 +155,91 @@ impl Lanes for bf16 {
     }
 }
 
+/// `e^x` in each lane, after Cephes' `expf`: `x = n ln 2 + r` with `|r| <= ln 2 / 2`, `e^r` by a
+/// degree-6 polynomial, `2^n` through the exponent bits; within a few ulp of `expf`, 0 below
+/// -87.3 (where f32 results stop being normal) and infinite above 88.7, as `expf`. A NaN lane
+/// gives a finite value: the callers keep NaN through `z` itself.
+#[inline(always)]
+fn exp(x: __m256) -> __m256 {
+    // SAFETY: AVX2 and FMA are enabled in every caller.
+    unsafe {
+        let overflow = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(88.72));
+        // Computed on [-88, 88], where 2^n stays within the exponent's range.
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-88.0)),
+            _mm256_set1_ps(88.0),
+        );
+        let n = _mm256_floor_ps(_mm256_fmadd_ps(
+            x,
+            _mm256_set1_ps(core::f32::consts::LOG2_E),
+            _mm256_set1_ps(0.5),
+        ));
+        // ln 2 in two parts, so that n ln 2 is subtracted without rounding error.
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let one = _mm256_set1_ps(1.0);
+        let er = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
+        let bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+        let e = _mm256_mul_ps(er, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits)));
+        _mm256_blendv_ps(e, _mm256_set1_ps(f32::INFINITY), overflow)
+    }
+}
+
+/// `1 / (1 + e^-z)` in each lane.
+#[inline(always)]
+fn sigmoid(z: __m256) -> __m256 {
+    // SAFETY: AVX2 and FMA are enabled in every caller.
+    unsafe {
+        let one = _mm256_set1_ps(1.0);
+        let minus_z = _mm256_xor_ps(z, _mm256_set1_ps(-0.0));
+        // A division, not a reciprocal estimate refined: SiLU's derivative multiplies
+        // 1 - sigmoid(z) by z, which would scale the estimate's last-bit error up.
+        _mm256_div_ps(one, _mm256_add_ps(one, exp(minus_z)))
+    }
+}
+
+/// `act(z)` in each lane, as [`super::rows::activate`]: ReLU keeps NaN (maxps returns its
+/// second operand when either is NaN), SiLU is `z sigmoid(z)`.
+#[inline(always)]
+pub(crate) fn activate<const ACT: u32>(z: __m256) -> __m256 {
+    // SAFETY: AVX2 and FMA are enabled in every caller.
+    unsafe {
+        match ACT {
+            ACT_RELU => _mm256_max_ps(_mm256_setzero_ps(), z),
+            ACT_SILU => _mm256_mul_ps(z, sigmoid(z)),
+            _ => z,
+        }
+    }
+}
+
+/// `dy act'(z)` in each lane, as [`super::rows::activate_grad`]: ReLU's derivative is 0 at 0
+/// (and for NaN), SiLU's `s (1 + z (1 - s))` with `s = sigmoid(z)`.
+#[inline(always)]
+pub(crate) fn activate_grad<const ACT: u32>(z: __m256, dy: __m256) -> __m256 {
+    // SAFETY: AVX2 and FMA are enabled in every caller.
+    unsafe {
+        match ACT {
+            ACT_RELU => _mm256_and_ps(dy, _mm256_cmp_ps::<_CMP_GT_OQ>(z, _mm256_setzero_ps())),
+            ACT_SILU => {
+                let (one, s) = (_mm256_set1_ps(1.0), sigmoid(z));
+                let slope = _mm256_fmadd_ps(z, _mm256_sub_ps(one, s), one);
+                _mm256_mul_ps(_mm256_mul_ps(dy, s), slope)
+            }
+            _ => dy,
+        }
+    }
+}
+
 /// Lanes `0..rem` set (`rem` in `0..8`).
 #[inline(always)]
 pub(crate) fn lane_mask(rem: usize) -> __m256i {
@@ -243,12 +328,12 @@ pub(crate) unsafe fn shifted_sums<T: Lanes>(row: &[T], k: f32, acc: &mut [f64; 2
     }
 }
 
-/// `Σ dz (x - k)`, `Σ dz` and `Σ (x - k)` added into `acc`, with `dz = dy` (no activation) or
-/// `dz = dy * [z > 0]` (ReLU), `z = (x - k) a + b`.
+/// `Σ dz (x - k)`, `Σ dz` and `Σ (x - k)` added into `acc`, with `dz = dy act'(z)`,
+/// `z = (x - k) a + b`.
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`.
+/// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
     x: &[T],
@@ -258,13 +343,7 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
     b: f32,
     acc: &mut [f64; 3],
 ) {
-    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
-    let (kv, av, bv, zero) = (
-        _mm256_set1_ps(k),
-        _mm256_set1_ps(a),
-        _mm256_set1_ps(b),
-        _mm256_setzero_ps(),
-    );
+    let (kv, av, bv) = (_mm256_set1_ps(k), _mm256_set1_ps(a), _mm256_set1_ps(b));
     for (xb, gb) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)) {
         let (mut p, mut q, mut t) = (
             _mm256_setzero_ps(),
@@ -281,9 +360,8 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
                     T::load(gs.as_ptr()),
                 )
             };
-            if ACT == ACT_RELU {
-                let z = _mm256_fmadd_ps(d, av, bv);
-                dz = _mm256_and_ps(dz, _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero));
+            if ACT != ACT_NONE {
+                dz = activate_grad::<ACT>(_mm256_fmadd_ps(d, av, bv), dz);
             }
             p = _mm256_fmadd_ps(dz, d, p);
             q = _mm256_add_ps(q, dz);
@@ -293,11 +371,8 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
         let (mut tp, mut tq, mut tt) = unsafe { (widen_sum(p), widen_sum(q), widen_sum(t)) };
         for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
             let (d, g) = (xv.get() - k, g.get());
-            let dz = if ACT == ACT_RELU && d * a + b <= 0.0 {
-                0.0
-            } else {
-                g
-            };
+            // z rounded once, as in the vectors.
+            let dz = super::rows::activate_grad::<f32, ACT>(d.mul_add(a, b), g);
             tp += (dz * d) as f64;
             tq += dz as f64;
             tt += d as f64;
@@ -308,7 +383,7 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
     }
 }
 
-/// `dst = act((src - k) a + b)` (no activation or ReLU) with non-temporal stores: for outputs
+/// `dst = act((src - k) a + b)` with non-temporal stores: for outputs
 /// too large to stay in cache, writing around the cache saves reading every destination line
 /// from memory first.
 ///
@@ -319,7 +394,7 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2 and FMA; `ACT` is `ACT_NONE` or `ACT_RELU`.
+/// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn normalize_stream<const ACT: u32>(
     src: &[f32],
@@ -329,23 +404,15 @@ pub(crate) unsafe fn normalize_stream<const ACT: u32>(
     b: f32,
     ahead: &[f32],
 ) {
-    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
     let n = src.len().min(dst.len());
-    let scalar = |x: f32| {
-        let z = (x - k) * a + b;
-        if ACT == ACT_RELU && z < 0.0 { 0.0 } else { z }
-    };
+    // z rounded once, as in the vectors.
+    let scalar = |x: f32| super::rows::activate::<f32, ACT>((x - k).mul_add(a, b));
     // Scalar stores up to the first 32-byte boundary of the destination.
     let head = dst.as_ptr().align_offset(32).min(n);
     for i in 0..head {
         dst[i].write(scalar(src[i]));
     }
-    let (kv, av, bv, zero) = (
-        _mm256_set1_ps(k),
-        _mm256_set1_ps(a),
-        _mm256_set1_ps(b),
-        _mm256_setzero_ps(),
-    );
+    let (kv, av, bv) = (_mm256_set1_ps(k), _mm256_set1_ps(a), _mm256_set1_ps(b));
     let mut i = head;
     while i + 8 <= n {
         // SAFETY: i + 8 <= n; dst + i is 32-byte aligned (head alignment, 8 floats per step).
@@ -355,11 +422,7 @@ pub(crate) unsafe fn normalize_stream<const ACT: u32>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(i).cast::<i8>());
             }
             let v = _mm256_loadu_ps(src.as_ptr().add(i));
-            let mut z = _mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv);
-            if ACT == ACT_RELU {
-                // maxps returns its second operand when either is NaN: NaN stays NaN.
-                z = _mm256_max_ps(zero, z);
-            }
+            let z = activate::<ACT>(_mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv));
             _mm256_stream_ps(dst.as_mut_ptr().add(i).cast::<f32>(), z);
         }
         i += 8;
@@ -395,13 +458,13 @@ pub(crate) fn map_vectors(
     true
 }
 
-/// `dst = act((src - k) a + b)` over `n` values (no activation or ReLU), through the cache;
+/// `dst = act((src - k) a + b)` over `n` values, through the cache;
 /// `dst` may be `src`. For rows shorter than 8, `false` (nothing written).
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `src` is valid
-/// for `n` reads and `dst` for `n` writes, and they are the same or disjoint.
+/// The CPU must support AVX2, FMA and F16C; `src` is valid for `n` reads and `dst` for `n`
+/// writes, and they are the same or disjoint.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn normalize<T: Lanes, const ACT: u32>(
     src: *const T,
@@ -411,25 +474,13 @@ pub(crate) unsafe fn normalize<T: Lanes, const ACT: u32>(
     a: f32,
     b: f32,
 ) -> bool {
-    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
-    let (kv, av, bv, zero) = (
-        _mm256_set1_ps(k),
-        _mm256_set1_ps(a),
-        _mm256_set1_ps(b),
-        _mm256_setzero_ps(),
-    );
+    let (kv, av, bv) = (_mm256_set1_ps(k), _mm256_set1_ps(a), _mm256_set1_ps(b));
     map_vectors(
         n,
         |i| {
             // SAFETY: i + 8 <= n.
             let v = unsafe { T::load(src.add(i)) };
-            let z = _mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv);
-            if ACT == ACT_RELU {
-                // maxps returns its second operand when either is NaN: NaN stays NaN.
-                _mm256_max_ps(zero, z)
-            } else {
-                z
-            }
+            activate::<ACT>(_mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv))
         },
         // SAFETY: i + 8 <= n.
         |i, v| unsafe { T::store(dst.add(i), v) },
@@ -441,8 +492,8 @@ pub(crate) unsafe fn normalize<T: Lanes, const ACT: u32>(
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `x` and `dy`
-/// are valid for `n` reads and `dx` for `n` writes; `dx` is `dy` or disjoint from both inputs.
+/// The CPU must support AVX2, FMA and F16C; `x` and `dy` are valid for `n` reads and `dx` for
+/// `n` writes; `dx` is `dy` or disjoint from both inputs.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn backward_apply<T: Lanes, const ACT: u32>(
@@ -452,14 +503,12 @@ pub(crate) unsafe fn backward_apply<T: Lanes, const ACT: u32>(
     n: usize,
     [k, a, b, cx, c0]: [f32; 5],
 ) -> bool {
-    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
-    let (kv, av, bv, cxv, c0v, zero) = (
+    let (kv, av, bv, cxv, c0v) = (
         _mm256_set1_ps(k),
         _mm256_set1_ps(a),
         _mm256_set1_ps(b),
         _mm256_set1_ps(cx),
         _mm256_set1_ps(c0),
-        _mm256_setzero_ps(),
     );
     map_vectors(
         n,
@@ -467,9 +516,8 @@ pub(crate) unsafe fn backward_apply<T: Lanes, const ACT: u32>(
             // SAFETY: i + 8 <= n.
             let (xv, mut dz) = unsafe { (T::load(x.add(i)), T::load(dy.add(i))) };
             let d = _mm256_sub_ps(xv, kv);
-            if ACT == ACT_RELU {
-                let z = _mm256_fmadd_ps(d, av, bv);
-                dz = _mm256_and_ps(dz, _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero));
+            if ACT != ACT_NONE {
+                dz = activate_grad::<ACT>(_mm256_fmadd_ps(d, av, bv), dz);
             }
             _mm256_fmadd_ps(cxv, d, _mm256_fmadd_ps(av, dz, c0v))
         },
@@ -482,4 +530,79 @@ pub(crate) unsafe fn backward_apply<T: Lanes, const ACT: u32>(
 pub(crate) fn store_fence() {
     // SAFETY: SSE is part of x86-64.
     unsafe { _mm_sfence() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 8 lanes of `f` at `x`, in code compiled for AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    fn lanes_of(f: fn(__m256) -> __m256, x: [f32; 8]) -> [f32; 8] {
+        let mut out = [0f32; 8];
+        // SAFETY: both arrays hold 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), f(_mm256_loadu_ps(x.as_ptr()))) };
+        out
+    }
+
+    /// The vector `exp` is within 4 ulp of f64's over the range it computes (from -87.3, where
+    /// f32 results stop being normal, to 88), and 0 or finite outside it; SiLU and its
+    /// derivative follow the f64 formulas there, and keep NaN.
+    #[test]
+    fn exp_and_silu_match_f64() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        let xs: Vec<f32> = (0..=200_000)
+            .map(|i| -87.3 + 175.3 * i as f32 / 200_000.0)
+            .collect();
+        for chunk in xs.chunks_exact(8) {
+            let x: [f32; 8] = chunk.try_into().unwrap();
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            let got = unsafe { lanes_of(exp, x) };
+            for (&v, &g) in x.iter().zip(&got) {
+                let want = (v as f64).exp();
+                let ulp = (want as f32).abs() * f32::EPSILON;
+                assert!(
+                    (g as f64 - want).abs() <= 4.0 * ulp as f64,
+                    "exp({v}) = {g}, want {want}"
+                );
+            }
+            // SAFETY: as above.
+            let (silu, grad) = unsafe {
+                (
+                    lanes_of(activate::<ACT_SILU>, x),
+                    lanes_of(|z| activate_grad::<ACT_SILU>(z, _mm256_set1_ps(1.0)), x),
+                )
+            };
+            for ((&z, &y), &dz) in x.iter().zip(&silu).zip(&grad) {
+                let z = z as f64;
+                let s = 1.0 / (1.0 + (-z).exp());
+                let (want_y, want_dz) = (z * s, s * (1.0 + z * (1.0 - s)));
+                assert!(
+                    (y as f64 - want_y).abs() <= 1e-6 * (1.0 + want_y.abs()),
+                    "silu({z})"
+                );
+                assert!(
+                    (dz as f64 - want_dz).abs() <= 1e-6 * (1.0 + want_dz.abs()),
+                    "silu'({z})"
+                );
+            }
+        }
+        let edges = [-1e30, -100.0, -88.0, 88.0, 100.0, 1e30, f32::NAN, 0.0];
+        // SAFETY: as above.
+        let (e, silu) = unsafe { (lanes_of(exp, edges), lanes_of(activate::<ACT_SILU>, edges)) };
+        assert_eq!(&e[..3], &[0.0; 3]);
+        assert!(e[3].is_finite() && e[4] == f32::INFINITY && e[5] == f32::INFINITY);
+        assert_eq!(e[7], 1.0);
+        assert_eq!(&silu[3..6], &[88.0, 100.0, 1e30]);
+        assert!(silu[6].is_nan() && silu[7] == 0.0);
+        // Large negative z: z sigmoid(z) is 0 (to within f32's smallest normals).
+        assert!(
+            silu[..3].iter().all(|v| *v <= 0.0 && *v > -1e-36),
+            "{silu:?}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
-//! A group's rows in one call, for short rows (7x7, 8x8, 4x4 maps: `S` of a few dozen values)
-//! with AVX2, FMA and F16C, stored as f32, f16 or bf16 ([`Lanes`]). Called a row at a time, the kernels of [`super::simd`] pay for every row
-//! their set-up, three horizontal sums in f64 and a scalar tail; here a row costs the broadcast
-//! of its channel's coefficients, its vectors, and for the sums one combined horizontal sum.
+//! A group's rows in one call, for short rows (7x7, 8x8, 4x4 maps: `S` of a few dozen values) with
+//! AVX2, FMA and F16C, stored as f32, f16 or bf16 ([`Lanes`]). Called a row at a time, the kernels
+//! of [`super::simd`] pay for every row their set-up, three horizontal sums in f64 and a scalar
+//! tail; here a row costs the broadcast of its channel's coefficients, its vectors, and for the
+//! sums one combined horizontal sum.
 //!
 //! Rows are `s` values apart, row `j` at `j * s`; `a` and `b` hold one coefficient per row, so
 //! their length is the number of rows. A row shorter than 8, or the last part of a longer one,
@@ -12,44 +13,25 @@
 
 use core::arch::x86_64::*;
 
-use super::rows::{ACT_NONE, ACT_RELU};
-use super::simd::{Lanes, lane_mask, map_vectors};
+use super::rows::ACT_NONE;
+use super::simd::{Lanes, activate, activate_grad, lane_mask, map_vectors};
 
-/// `act(z)` for `ACT_NONE` and `ACT_RELU`.
-#[inline(always)]
-fn activate<const ACT: u32>(z: __m256) -> __m256 {
-    // SAFETY: AVX is enabled in every caller.
-    unsafe {
-        if ACT == ACT_RELU {
-            // maxps returns its second operand when either is NaN: NaN stays NaN.
-            _mm256_max_ps(_mm256_setzero_ps(), z)
-        } else {
-            z
-        }
-    }
-}
-
-/// `dz = dy * [z > 0]` for ReLU (`z = d a + b`), `dy` otherwise.
+/// `dz = dy act'(z)` with `z = d a + b` (`dy` itself without an activation).
 #[inline(always)]
 fn masked_grad<const ACT: u32>(d: __m256, dy: __m256, a: __m256, b: __m256) -> __m256 {
-    // SAFETY: AVX2 and FMA are enabled in every caller.
-    unsafe {
-        if ACT == ACT_RELU {
-            let z = _mm256_fmadd_ps(d, a, b);
-            _mm256_and_ps(dy, _mm256_cmp_ps::<_CMP_GT_OQ>(z, _mm256_setzero_ps()))
-        } else {
-            dy
-        }
+    if ACT == ACT_NONE {
+        return dy;
     }
+    // SAFETY: AVX2 and FMA are enabled in every caller.
+    activate_grad::<ACT>(unsafe { _mm256_fmadd_ps(d, a, b) }, dy)
 }
 
 /// `dst = act((src - k) a[j] + b[j])` on every row `j`; `dst` may be `src`.
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `a` and `b`
-/// have the same length, `src` is valid for `a.len() * s` reads and `dst` for as many writes,
-/// and they are the same or disjoint.
+/// The CPU must support AVX2, FMA and F16C; `a` and `b` have the same length, `src` is valid for
+/// `a.len() * s` reads and `dst` for as many writes, and they are the same or disjoint.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn normalize_rows<T: Lanes, const ACT: u32>(
     src: *const T,
@@ -59,7 +41,6 @@ pub(crate) unsafe fn normalize_rows<T: Lanes, const ACT: u32>(
     a: &[f32],
     b: &[f32],
 ) {
-    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
     debug_assert_eq!(a.len(), b.len());
     let kv = _mm256_set1_ps(k);
     if s == 1 {
@@ -115,8 +96,8 @@ pub(crate) unsafe fn normalize_rows<T: Lanes, const ACT: u32>(
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `a`, `b` and
-/// `sums` have the same length, and `x` and `dy` are valid for `sums.len() * s` reads.
+/// The CPU must support AVX2, FMA and F16C; `a`, `b` and `sums` have the same length, and `x` and
+/// `dy` are valid for `sums.len() * s` reads.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn backward_sums_rows<T: Lanes, const ACT: u32>(
     x: *const T,
@@ -127,7 +108,6 @@ pub(crate) unsafe fn backward_sums_rows<T: Lanes, const ACT: u32>(
     b: &[f32],
     sums: &mut [[f64; 2]],
 ) -> f64 {
-    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
     debug_assert!(a.len() == sums.len() && b.len() == sums.len());
     if s == 1 {
         // One value a row: its sums are its own terms.
@@ -138,8 +118,7 @@ pub(crate) unsafe fn backward_sums_rows<T: Lanes, const ACT: u32>(
             let d = xv - k;
             // mul_add: z rounded once, as in the vector passes, so that both agree on the
             // sign of a z next to 0.
-            let keep = ACT != ACT_RELU || d.mul_add(a[j], b[j]) > 0.0;
-            let dz = if keep { g } else { 0.0 };
+            let dz = super::rows::activate_grad::<f32, ACT>(d.mul_add(a[j], b[j]), g);
             sum[0] += (dz * d) as f64;
             sum[1] += dz as f64;
             total += d as f64;
@@ -209,9 +188,9 @@ pub(crate) unsafe fn backward_sums_rows<T: Lanes, const ACT: u32>(
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, FMA and F16C; `ACT` is `ACT_NONE` or `ACT_RELU`; `a` and `b`
-/// have the same length, `x` and `dy` are valid for `a.len() * s` reads and `dx` for as many
-/// writes, and `dx` is `dy` or disjoint from both inputs.
+/// The CPU must support AVX2, FMA and F16C; `a` and `b` have the same length, `x` and `dy` are
+/// valid for `a.len() * s` reads and `dx` for as many writes, and `dx` is `dy` or disjoint from
+/// both inputs.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn backward_apply_rows<T: Lanes, const ACT: u32>(
@@ -223,7 +202,6 @@ pub(crate) unsafe fn backward_apply_rows<T: Lanes, const ACT: u32>(
     a: &[f32],
     b: &[f32],
 ) {
-    debug_assert!(ACT == ACT_NONE || ACT == ACT_RELU);
     debug_assert_eq!(a.len(), b.len());
     let (kv, cxv, c0v) = (_mm256_set1_ps(k), _mm256_set1_ps(cx), _mm256_set1_ps(c0));
     let grad = |xv: __m256, g: __m256, av: __m256, bv: __m256| {
