@@ -19,6 +19,9 @@
 //! times channels-last inputs (an NHWC tensor permuted to NCHW, what a channels-last model
 //! passes; the names end in `_nhwc`), as `--channels-last` does in the PyTorch script.
 //! `GN_BENCH_DTYPES=f32,f16,bf16` times those dtypes (default `f32,f16`), as `--dtypes` does.
+//! `GN_BENCH_ACTIVATION=silu` (or `relu`) times GroupNorm followed by the activation: fused in
+//! ours, burn's activation op after burn's GroupNorm (the names gain `_silu`), as
+//! `--activation` does in the PyTorch script.
 //!
 //! As in the PyTorch script, where `x.grad` lives until the next iteration sets it to `None`,
 //! each iteration's gradients are dropped at the start of the next one: allocation patterns
@@ -31,6 +34,7 @@ use burn::module::Param;
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use common::{devices, time_queued};
 use criterion::{Criterion, Throughput, criterion_group};
+use gn_module::Activation;
 
 const SHAPES: [[usize; 4]; 4] = [
     [8, 256, 56, 56],
@@ -70,6 +74,26 @@ fn dtypes() -> Vec<DType> {
         .collect()
 }
 
+/// The activation of `GN_BENCH_ACTIVATION` (none when unset).
+fn activation() -> Activation {
+    match std::env::var("GN_BENCH_ACTIVATION").as_deref() {
+        Err(_) | Ok("none") => Activation::None,
+        Ok("relu") => Activation::Relu,
+        Ok("silu") => Activation::Silu,
+        Ok(other) => panic!("GN_BENCH_ACTIVATION: `{other}` is not none, relu or silu"),
+    }
+}
+
+/// burn's GroupNorm followed by `activation` as a separate op.
+fn burn_forward(layer: &burn::nn::GroupNorm, x: Tensor<4>, activation: Activation) -> Tensor<4> {
+    let y = layer.forward(x);
+    match activation {
+        Activation::None => y,
+        Activation::Relu => burn::tensor::activation::relu(y),
+        Activation::Silu => burn::tensor::activation::silu(y),
+    }
+}
+
 /// Whether `GN_BENCH_LAYOUT` asks for channels-last inputs.
 fn channels_last() -> bool {
     match std::env::var("GN_BENCH_LAYOUT").as_deref() {
@@ -90,11 +114,18 @@ fn input(shape: [usize; 4], channels_last: bool, device: &Device, dtype: DType) 
     }
 }
 
-/// Both layers with gamma and beta in `dtype`.
-fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, burn::nn::GroupNorm) {
+/// Both layers with gamma and beta in `dtype`; ours with `activation` fused.
+fn layers(
+    c: usize,
+    device: &Device,
+    dtype: DType,
+    activation: Activation,
+) -> (gn_module::GroupNorm, burn::nn::GroupNorm) {
     let gamma = || Some(Param::from_tensor(Tensor::<1>::ones([c], (device, dtype))));
     let beta = || Some(Param::from_tensor(Tensor::<1>::zeros([c], (device, dtype))));
-    let mut ours = gn_module::GroupNormConfig::new(GROUPS, c).init(device);
+    let mut ours = gn_module::GroupNormConfig::new(GROUPS, c)
+        .with_activation(activation)
+        .init(device);
     (ours.gamma, ours.beta) = (gamma(), beta());
     let mut burns = burn::nn::GroupNormConfig::new(GROUPS, c).init(device);
     (burns.gamma, burns.beta) = (gamma(), beta());
@@ -102,7 +133,12 @@ fn layers(c: usize, device: &Device, dtype: DType) -> (gn_module::GroupNorm, bur
 }
 
 fn bench(c: &mut Criterion) {
-    let channels_last = channels_last();
+    let (channels_last, activation) = (channels_last(), activation());
+    let suffix = match activation {
+        Activation::None => "",
+        Activation::Relu => "_relu",
+        Activation::Silu => "_silu",
+    };
     for (backend, device) in devices() {
         for dtype in dtypes() {
             if !device.supports_dtype(dtype) || (backend == "ndarray" && dtype != DType::F32) {
@@ -110,7 +146,7 @@ fn bench(c: &mut Criterion) {
             }
             for shape in shapes() {
                 let name = format!(
-                    "group_norm/{backend}/{dtype:?}/{}{}",
+                    "group_norm/{backend}/{dtype:?}/{}{}{suffix}",
                     shape.map(|d| d.to_string()).join("x"),
                     if channels_last { "_nhwc" } else { "" }
                 );
@@ -118,7 +154,7 @@ fn bench(c: &mut Criterion) {
                 group.sample_size(10);
 
                 let x = input(shape, channels_last, &device, dtype);
-                let (ours, burns) = layers(shape[1], &device, dtype);
+                let (ours, burns) = layers(shape[1], &device, dtype, activation);
                 // Criterion reports bandwidth from the least traffic each op needs: the forward
                 // reads x and writes y; the backward reads x and dy and writes dx.
                 let tensor_bytes = (shape.iter().product::<usize>() * dtype.size()) as u64;
@@ -127,12 +163,16 @@ fn bench(c: &mut Criterion) {
                     b.iter_custom(|iters| time_queued(&device, iters, || ours.forward(x.clone())))
                 });
                 group.bench_function("burn_nn/forward", |b| {
-                    b.iter_custom(|iters| time_queued(&device, iters, || burns.forward(x.clone())))
+                    b.iter_custom(|iters| {
+                        time_queued(&device, iters, || {
+                            burn_forward(&burns, x.clone(), activation)
+                        })
+                    })
                 });
 
                 let ad = device.clone().autodiff();
                 let x = x.clone().autodiff().require_grad();
-                let (ours, burns) = layers(shape[1], &ad, dtype);
+                let (ours, burns) = layers(shape[1], &ad, dtype, activation);
                 let mut previous = None;
                 group.throughput(Throughput::Bytes(5 * tensor_bytes));
                 group.bench_function("gn_module/forward_backward", |b| {
@@ -147,7 +187,8 @@ fn bench(c: &mut Criterion) {
                     b.iter_custom(|iters| {
                         time_queued(&ad, iters, || {
                             drop(previous.take());
-                            previous = Some(burns.forward(x.clone()).backward());
+                            let y = burn_forward(&burns, x.clone(), activation);
+                            previous = Some(y.backward());
                         })
                     })
                 });

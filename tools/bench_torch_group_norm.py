@@ -12,10 +12,12 @@ Prints machine info and a markdown table.
 Usage:
   python tools/bench_torch_group_norm.py [--threads N] [--warmup 3] [--repeats 10]
          [--shapes 8x256x56x56,2x2048x7x7] [--dtypes float32,bfloat16]
-         [--channels-last]
+         [--channels-last] [--activation silu]
 
 --channels-last times x (and dy) in torch.channels_last memory format, as
 GN_BENCH_LAYOUT=channels_last does in `cargo bench --bench group_norm`.
+--activation silu (or relu) times GroupNorm followed by F.silu (F.relu), as
+GN_BENCH_ACTIVATION=silu does there.
 """
 
 import argparse
@@ -28,6 +30,7 @@ from malloc_settings import keep_freed_memory
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 DEFAULT_SHAPES = "8x256x56x56,32x64x32x32,2x2048x7x7,1x512x64x64"
 DEFAULT_DTYPES = "float32,float16,bfloat16"
@@ -61,9 +64,17 @@ def time_fn(fn, warmup, repeats):
     return statistics.median(times) * 1e3
 
 
-def bench_one(shape, dtype, warmup, repeats, channels_last):
+ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "silu": F.silu}
+
+
+def bench_one(shape, dtype, warmup, repeats, channels_last, activation="none"):
     c = shape[1]
-    gn = nn.GroupNorm(NUM_GROUPS, c).to(dtype)
+    norm = nn.GroupNorm(NUM_GROUPS, c).to(dtype)
+    act = ACTIVATIONS[activation]
+
+    def gn(v):
+        return act(norm(v))
+
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).to(dtype)
     dy = torch.randn(shape, generator=gen).to(dtype)
@@ -79,14 +90,14 @@ def bench_one(shape, dtype, warmup, repeats, channels_last):
 
     def fwd_bwd():
         xg.grad = None
-        gn.zero_grad(set_to_none=True)
+        norm.zero_grad(set_to_none=True)
         y = gn(xg)
         y.backward(dy)
 
     def fwd_bwd_ones():
         # What burn's `y.backward()` does: seed with a fresh tensor of ones of y's shape.
         xg.grad = None
-        gn.zero_grad(set_to_none=True)
+        norm.zero_grad(set_to_none=True)
         y = gn(xg)
         y.backward(torch.ones_like(y))  # ones_like keeps y's memory format
 
@@ -109,6 +120,7 @@ def main():
     ap.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated NxCxHxW list")
     ap.add_argument("--dtypes", default=DEFAULT_DTYPES)
     ap.add_argument("--channels-last", action="store_true", help="x and dy in torch.channels_last")
+    ap.add_argument("--activation", default="none", choices=sorted(ACTIVATIONS), help="applied after GroupNorm")
     args = ap.parse_args()
     malloc = keep_freed_memory()
 
@@ -121,6 +133,7 @@ def main():
     print(f"- threads: {torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()})")
     print(f"- processor: {cpu_model()}; machine: {platform.machine()}; {platform.platform()}")
     print(f"- layout: {'channels_last' if args.channels_last else 'contiguous (NCHW)'}")
+    print(f"- activation after GroupNorm: {args.activation}")
     print(f"- timing: median of {args.repeats} runs after {args.warmup} warmup runs\n")
     print("| shape | dtype | fwd ms | fwd+bwd ms | fwd+bwd ms (ones seed) |")
     print("|---|---|---|---|---|")
@@ -128,7 +141,7 @@ def main():
         for dname in args.dtypes.split(","):
             dtype = getattr(torch, dname)
             fwd_ms, fb_ms, fb1_ms = bench_one(
-                shape, dtype, args.warmup, args.repeats, args.channels_last
+                shape, dtype, args.warmup, args.repeats, args.channels_last, args.activation
             )
             shape_s = "[" + ", ".join(str(v) for v in shape) + "]"
             print(f"| {shape_s} | {dname} | {fwd_ms} | {fb_ms} | {fb1_ms} |", flush=True)
