@@ -350,26 +350,50 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
             _mm256_setzero_ps(),
             _mm256_setzero_ps(),
         );
-        let mut xc = xb.chunks_exact(8);
-        let mut gc = gb.chunks_exact(8);
+        let grad = |d: __m256, dy: __m256| {
+            if ACT == ACT_NONE {
+                dy
+            } else {
+                activate_grad::<ACT>(_mm256_fmadd_ps(d, av, bv), dy)
+            }
+        };
+        // Two vectors' gradients a step (they overlap), added in order.
+        let mut xc = xb.chunks_exact(16);
+        let mut gc = gb.chunks_exact(16);
         for (xs, gs) in (&mut xc).zip(&mut gc) {
-            // SAFETY: both chunks hold 8 floats.
-            let (d, mut dz) = unsafe {
+            // SAFETY: both chunks hold 16 floats.
+            let [(d0, g0), (d1, g1)] = [0, 8].map(|o| unsafe {
                 (
-                    _mm256_sub_ps(T::load(xs.as_ptr()), kv),
-                    T::load(gs.as_ptr()),
+                    _mm256_sub_ps(T::load(xs.as_ptr().add(o)), kv),
+                    T::load(gs.as_ptr().add(o)),
+                )
+            });
+            let (dz0, dz1) = (grad(d0, g0), grad(d1, g1));
+            for (d, dz) in [(d0, dz0), (d1, dz1)] {
+                p = _mm256_fmadd_ps(dz, d, p);
+                q = _mm256_add_ps(q, dz);
+                t = _mm256_add_ps(t, d);
+            }
+        }
+        // A last whole vector, then the values past it one by one.
+        let (xr, gr) = (xc.remainder(), gc.remainder());
+        let whole = xr.len() / 8 * 8;
+        if whole == 8 {
+            // SAFETY: both remainders hold at least 8 values.
+            let (d, g) = unsafe {
+                (
+                    _mm256_sub_ps(T::load(xr.as_ptr()), kv),
+                    T::load(gr.as_ptr()),
                 )
             };
-            if ACT != ACT_NONE {
-                dz = activate_grad::<ACT>(_mm256_fmadd_ps(d, av, bv), dz);
-            }
+            let dz = grad(d, g);
             p = _mm256_fmadd_ps(dz, d, p);
             q = _mm256_add_ps(q, dz);
             t = _mm256_add_ps(t, d);
         }
         // SAFETY: AVX is enabled here.
         let (mut tp, mut tq, mut tt) = unsafe { (widen_sum(p), widen_sum(q), widen_sum(t)) };
-        for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
+        for (&xv, &g) in xr[whole..].iter().zip(&gr[whole..]) {
             let (d, g) = (xv.get() - k, g.get());
             // z rounded once, as in the vectors.
             let dz = super::rows::activate_grad::<f32, ACT>(d.mul_add(a, b), g);
@@ -448,6 +472,13 @@ pub(crate) fn map_vectors(
     }
     let tail = (!n.is_multiple_of(8)).then(|| compute(n - 8));
     let mut i = 0;
+    // Two vectors a step: their long computations (SiLU's exp and division) overlap.
+    while i + 16 <= n {
+        let (v0, v1) = (compute(i), compute(i + 8));
+        store(i, v0);
+        store(i + 8, v1);
+        i += 16;
+    }
     while i + 8 <= n {
         store(i, compute(i));
         i += 8;

@@ -138,17 +138,34 @@ pub(crate) unsafe fn backward_sums_rows<T: Lanes, const ACT: u32>(
             _mm256_setzero_ps(),
             _mm256_setzero_ps(),
         );
-        let mut add = |d: __m256, g: __m256| {
-            let dz = masked_grad::<ACT>(d, g, av, bv);
+        let mut add = |d: __m256, dz: __m256| {
             p = _mm256_fmadd_ps(dz, d, p);
             q = _mm256_add_ps(q, dz);
             t = _mm256_add_ps(t, d);
         };
+        let grad = |d: __m256, g: __m256| masked_grad::<ACT>(d, g, av, bv);
         let mut i = 0;
+        // Two vectors' gradients a step (they overlap), added in order.
+        while i + 16 <= whole {
+            // SAFETY: i + 16 <= s.
+            let (d0, d1, g0, g1) = unsafe {
+                (
+                    _mm256_sub_ps(T::load(x.add(i)), kv),
+                    _mm256_sub_ps(T::load(x.add(i + 8)), kv),
+                    T::load(dy.add(i)),
+                    T::load(dy.add(i + 8)),
+                )
+            };
+            let (dz0, dz1) = (grad(d0, g0), grad(d1, g1));
+            add(d0, dz0);
+            add(d1, dz1);
+            i += 16;
+        }
         while i < whole {
             // SAFETY: i + 8 <= s.
             let (xv, g) = unsafe { (T::load(x.add(i)), T::load(dy.add(i))) };
-            add(_mm256_sub_ps(xv, kv), g);
+            let d = _mm256_sub_ps(xv, kv);
+            add(d, grad(d, g));
             i += 8;
         }
         if whole < s {
@@ -161,7 +178,7 @@ pub(crate) unsafe fn backward_sums_rows<T: Lanes, const ACT: u32>(
             };
             // The lanes past the row load as 0, so their x - k is cleared too.
             let d = _mm256_and_ps(_mm256_sub_ps(xv, kv), _mm256_castsi256_ps(mask));
-            add(d, g);
+            add(d, grad(d, g));
         }
         // [p0+p1, p2+p3, q0+q1, q2+q3 | ..] with [t0+t1, t2+t3, t0+t1, t2+t3 | ..], summed
         // again pairwise: [P, Q, T, T] in each half.
