@@ -203,6 +203,22 @@ multiversion! {
     }
 }
 
+/// `values` as f32, for an element type the SIMD kernels take (whose arithmetic type is f32).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn f32_ptr<R: Real>(values: &[R]) -> *const f32 {
+    debug_assert_eq!(core::any::TypeId::of::<R>(), core::any::TypeId::of::<f32>());
+    values.as_ptr().cast()
+}
+
+/// [`f32_ptr`], writable.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn f32_mut<R: Real>(values: &mut [R]) -> *mut f32 {
+    debug_assert_eq!(core::any::TypeId::of::<R>(), core::any::TypeId::of::<f32>());
+    values.as_mut_ptr().cast()
+}
+
 /// `s1 += x - shift` and `s2 += (x - shift)²` per channel over one position row (`shifts`,
 /// `s1` and `s2` hold the row's channels).
 #[inline(always)]
@@ -213,6 +229,21 @@ pub(super) fn add_row_sums<E: CpuElem>(
     s1: &mut [E::Real],
     s2: &mut [E::Real],
 ) {
+    // f16 and bf16 converted in registers (f32 rows vectorize as they are).
+    #[cfg(target_arch = "x86_64")]
+    if E::native(&[]).is_none() && super::simd::lanes_apply::<E>() {
+        let n = row.len();
+        assert!(shifts.len() >= n && s1.len() >= n && s2.len() >= n);
+        let (s1, s2) = (f32_mut(s1), f32_mut(s2));
+        super::simd::with_lanes!(E, |L| {
+            // SAFETY: E is L (with_lanes) and the CPU has the features (lanes_apply); every
+            // slice holds n values (asserted), the sums are exclusively borrowed.
+            unsafe {
+                super::simd::add_col_sums::<L>(row.as_ptr().cast(), f32_ptr(shifts), s1, s2, n)
+            }
+        });
+        return;
+    }
     let mut off = 0;
     read_chunks!(E, row, |chunk| {
         let end = off + chunk.len();
@@ -241,6 +272,23 @@ pub(super) fn normalize_row<E: CpuElem, const ACT: u32>(
     b: &[E::Real],
     out: &mut [MaybeUninit<E>],
 ) {
+    // f16 and bf16 converted in registers, and SiLU's exp in vectors (f32 rows otherwise
+    // vectorize as they are).
+    #[cfg(target_arch = "x86_64")]
+    if (E::native(&[]).is_none() || ACT == rows::ACT_SILU) && super::simd::lanes_apply::<E>() {
+        let n = row.len();
+        assert!(shifts.len() >= n && a.len() >= n && b.len() >= n && out.len() == n);
+        let coefs = [f32_ptr(shifts), f32_ptr(a), f32_ptr(b)];
+        let dst = out.as_mut_ptr();
+        super::simd::with_lanes!(E, |L| {
+            // SAFETY: E is L (with_lanes) and the CPU has the features (lanes_apply); the
+            // inputs hold n values (asserted) and `out`, exclusively borrowed, n slots.
+            unsafe {
+                super::simd::normalize_cols::<L, ACT>(row.as_ptr().cast(), dst.cast(), n, coefs)
+            }
+        });
+        return;
+    }
     let mut off = 0;
     write_chunks!(E, row, out, |src, dst| {
         let end = off + src.len();

@@ -17,7 +17,8 @@
 use core::any::TypeId;
 use core::mem::MaybeUninit;
 
-use half::{bf16, f16};
+#[cfg(target_arch = "x86_64")]
+use super::simd::with_lanes;
 
 /// Rows per batch.
 const BATCH: usize = 64;
@@ -31,39 +32,11 @@ pub(crate) const MAX_ROW: usize = 256;
 #[inline(always)]
 pub(crate) fn applies<T: 'static, const ACT: u32>(s: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if s > 0 {
-        let t = TypeId::of::<T>();
-        let row_ok = if t == TypeId::of::<f32>() {
-            s <= MAX_ROW
-        } else {
-            t == TypeId::of::<f16>() || t == TypeId::of::<bf16>()
-        };
-        return row_ok
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c");
+    if s > 0 && (s <= MAX_ROW || TypeId::of::<T>() != TypeId::of::<f32>()) {
+        return super::simd::lanes_apply::<T>();
     }
     let _ = s;
     false
-}
-
-/// Runs `$body` with `$l` the type alias of `$t` among the lane types (f32, f16, bf16), once
-/// [`applies`] has said that `$t` is one of them.
-#[cfg(target_arch = "x86_64")]
-macro_rules! with_lanes {
-    ($t:ty, |$l:ident| $body:expr) => {{
-        if TypeId::of::<$t>() == TypeId::of::<f32>() {
-            type $l = f32;
-            $body
-        } else if TypeId::of::<$t>() == TypeId::of::<f16>() {
-            type $l = f16;
-            $body
-        } else {
-            debug_assert!(TypeId::of::<$t>() == TypeId::of::<bf16>());
-            type $l = bf16;
-            $body
-        }
-    }};
 }
 
 /// The group's coefficients, batch by batch: runs `$body` with `$j0` the first row of the
@@ -332,6 +305,8 @@ pub(crate) fn backward_apply_inplace<T: 'static, const ACT: u32>(
 
 #[cfg(test)]
 mod tests {
+    use half::{bf16, f16};
+
     use super::*;
     use crate::cpu::rows::{ACT_NONE, ACT_RELU, ACT_SILU};
 

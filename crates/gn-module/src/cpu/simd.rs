@@ -10,11 +10,43 @@
 //! Same blocking as the generic code: 16 lanes summed in f32 over blocks of `BLOCK` values,
 //! each block's sums widened to f64.
 
+use core::any::TypeId;
 use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
 use super::rows::{ACT_NONE, ACT_RELU, ACT_SILU};
+
+/// Whether the kernels here run for stored element type `T`: f32, f16 or bf16, on a CPU with
+/// AVX2, FMA and F16C.
+#[inline(always)]
+pub(crate) fn lanes_apply<T: 'static>() -> bool {
+    let t = TypeId::of::<T>();
+    (t == TypeId::of::<f32>() || t == TypeId::of::<f16>() || t == TypeId::of::<bf16>())
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// Runs `$body` with `$l` the type alias of `$t` among the lane types (f32, f16, bf16), once
+/// [`lanes_apply`] has said that `$t` is one of them.
+macro_rules! with_lanes {
+    ($t:ty, |$l:ident| $body:expr) => {{
+        use core::any::TypeId;
+        if TypeId::of::<$t>() == TypeId::of::<f32>() {
+            type $l = f32;
+            $body
+        } else if TypeId::of::<$t>() == TypeId::of::<half::f16>() {
+            type $l = half::f16;
+            $body
+        } else {
+            debug_assert!(TypeId::of::<$t>() == TypeId::of::<half::bf16>());
+            type $l = half::bf16;
+            $body
+        }
+    }};
+}
+pub(crate) use with_lanes;
 
 /// An element read and written 8 at a time as 8 f32 lanes.
 pub(crate) trait Lanes: Copy + 'static {
@@ -557,6 +589,102 @@ pub(crate) unsafe fn backward_apply<T: Lanes, const ACT: u32>(
     )
 }
 
+/// Per column `i < n` (a channel at one position of a channels-last input):
+/// `s1[i] += x[i] - k[i]` and `s2[i] += (x[i] - k[i])²`.
+///
+/// # Safety
+///
+/// The CPU must support AVX2, FMA and F16C; `x`, `k`, `s1` and `s2` are valid for `n`
+/// elements, `s1` and `s2` writable and disjoint from the others.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn add_col_sums<T: Lanes>(
+    x: *const T,
+    k: *const f32,
+    s1: *mut f32,
+    s2: *mut f32,
+    n: usize,
+) {
+    let step = |i: usize, m: usize| {
+        // SAFETY: i + m <= n (whole vectors, or the last m < 8 values).
+        unsafe {
+            let (xv, kv) = if m == 8 {
+                (T::load(x.add(i)), f32::load(k.add(i)))
+            } else {
+                (T::load_partial(x.add(i), m), f32::load_partial(k.add(i), m))
+            };
+            let d = _mm256_sub_ps(xv, kv);
+            let (a1, a2) = if m == 8 {
+                (f32::load(s1.add(i)), f32::load(s2.add(i)))
+            } else {
+                (
+                    f32::load_partial(s1.add(i), m),
+                    f32::load_partial(s2.add(i), m),
+                )
+            };
+            let (a1, a2) = (_mm256_add_ps(a1, d), _mm256_fmadd_ps(d, d, a2));
+            if m == 8 {
+                f32::store(s1.add(i), a1);
+                f32::store(s2.add(i), a2);
+            } else {
+                f32::store_partial(s1.add(i), m, a1);
+                f32::store_partial(s2.add(i), m, a2);
+            }
+        }
+    };
+    let mut i = 0;
+    while i + 8 <= n {
+        step(i, 8);
+        i += 8;
+    }
+    if i < n {
+        step(i, n - i);
+    }
+}
+
+/// Per column `i < n`: `dst[i] = act((x[i] - k[i]) a[i] + b[i])`.
+///
+/// # Safety
+///
+/// The CPU must support AVX2, FMA and F16C; `x`, `k`, `a` and `b` are valid for `n` reads and
+/// `dst` for `n` writes, disjoint from `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn normalize_cols<T: Lanes, const ACT: u32>(
+    x: *const T,
+    dst: *mut T,
+    n: usize,
+    [k, a, b]: [*const f32; 3],
+) {
+    let f = |xv: __m256, kv: __m256, av: __m256, bv: __m256| {
+        activate::<ACT>(_mm256_fmadd_ps(_mm256_sub_ps(xv, kv), av, bv))
+    };
+    let whole = map_vectors(
+        n,
+        // SAFETY: i + 8 <= n.
+        |i| unsafe {
+            f(
+                T::load(x.add(i)),
+                f32::load(k.add(i)),
+                f32::load(a.add(i)),
+                f32::load(b.add(i)),
+            )
+        },
+        // SAFETY: i + 8 <= n.
+        |i, v| unsafe { T::store(dst.add(i), v) },
+    );
+    if !whole {
+        // SAFETY: the n < 8 values.
+        unsafe {
+            let v = f(
+                T::load_partial(x, n),
+                f32::load_partial(k, n),
+                f32::load_partial(a, n),
+                f32::load_partial(b, n),
+            );
+            T::store_partial(dst, n, v);
+        }
+    }
+}
+
 /// Orders the non-temporal stores before later loads and stores.
 pub(crate) fn store_fence() {
     // SAFETY: SSE is part of x86-64.
@@ -574,6 +702,79 @@ mod tests {
         // SAFETY: both arrays hold 8 floats.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), f(_mm256_loadu_ps(x.as_ptr()))) };
         out
+    }
+
+    /// The column kernels at `n` columns, for every `n` from 1 to 40, with values stored as `T`:
+    /// the sums and every output column match the f64 formulas (each activation), and nothing
+    /// past the `n` columns is read into the sums or written.
+    fn check_columns<T: Lanes + PartialEq + core::fmt::Debug>(tol: f64) {
+        for n in 1..=40 {
+            let x: Vec<T> = (0..n)
+                .map(|i| T::put(((i * 7) % 11) as f32 * 0.4 - 2.0))
+                .collect();
+            let k: Vec<f32> = (0..n).map(|i| 0.1 * (i % 3) as f32).collect();
+            let a: Vec<f32> = (0..n).map(|i| 0.5 + 0.1 * (i % 4) as f32).collect();
+            let b: Vec<f32> = (0..n).map(|i| -0.2 + 0.05 * (i % 5) as f32).collect();
+            // One more slot than the columns: the last must stay as it was.
+            let (mut s1, mut s2) = (vec![1.0f32; n + 1], vec![2.0f32; n + 1]);
+            // SAFETY: the CPU has the features (checked by the caller); n values each.
+            unsafe {
+                add_col_sums::<T>(x.as_ptr(), k.as_ptr(), s1.as_mut_ptr(), s2.as_mut_ptr(), n)
+            };
+            for i in 0..n {
+                let d = (x[i].get() - k[i]) as f64;
+                assert!(
+                    (s1[i] as f64 - (1.0 + d)).abs() <= 1e-6 * (1.0 + d.abs()),
+                    "s1[{i}], n {n}"
+                );
+                assert!(
+                    (s2[i] as f64 - (2.0 + d * d)).abs() <= 1e-5 * (1.0 + d * d),
+                    "s2[{i}], n {n}"
+                );
+            }
+            assert_eq!((s1[n], s2[n]), (1.0, 2.0), "past the columns, n {n}");
+            for act in [ACT_NONE, ACT_RELU, ACT_SILU] {
+                let sentinel = T::put(7.0);
+                let mut dst = vec![sentinel; n + 1];
+                let coefs = [k.as_ptr(), a.as_ptr(), b.as_ptr()];
+                // SAFETY: as above.
+                unsafe {
+                    match act {
+                        ACT_RELU => {
+                            normalize_cols::<T, ACT_RELU>(x.as_ptr(), dst.as_mut_ptr(), n, coefs)
+                        }
+                        ACT_SILU => {
+                            normalize_cols::<T, ACT_SILU>(x.as_ptr(), dst.as_mut_ptr(), n, coefs)
+                        }
+                        _ => normalize_cols::<T, ACT_NONE>(x.as_ptr(), dst.as_mut_ptr(), n, coefs),
+                    }
+                }
+                for i in 0..n {
+                    let z = (x[i].get() - k[i]) as f64 * a[i] as f64 + b[i] as f64;
+                    let want = match act {
+                        ACT_RELU => z.max(0.0),
+                        ACT_SILU => z / (1.0 + (-z).exp()),
+                        _ => z,
+                    };
+                    let got = dst[i].get() as f64;
+                    assert!(
+                        (got - want).abs() <= tol * (1.0 + want.abs()),
+                        "y[{i}], n {n}, act {act}: {got} != {want}"
+                    );
+                }
+                assert_eq!(dst[n], sentinel, "written past the columns, n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn column_kernels_match_the_formulas() {
+        if !lanes_apply::<f32>() {
+            return;
+        }
+        check_columns::<f32>(1e-6);
+        check_columns::<f16>(1e-3);
+        check_columns::<bf16>(8e-3);
     }
 
     /// The vector `exp` is within 4 ulp of f64's over the range it computes (from -87.3, where
