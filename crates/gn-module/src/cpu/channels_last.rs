@@ -203,6 +203,14 @@ multiversion! {
     }
 }
 
+/// Whether a position row of `E` goes through the SIMD column kernels: f16 and bf16 (converted
+/// in registers) and SiLU (its exp in vectors); other f32 rows vectorize as they are.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn in_registers<E: CpuElem, const ACT: u32>() -> bool {
+    (E::native(&[]).is_none() || ACT == rows::ACT_SILU) && super::simd::lanes_apply::<E>()
+}
+
 /// `values` as f32, for an element type the SIMD kernels take (whose arithmetic type is f32).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -229,9 +237,8 @@ pub(super) fn add_row_sums<E: CpuElem>(
     s1: &mut [E::Real],
     s2: &mut [E::Real],
 ) {
-    // f16 and bf16 converted in registers (f32 rows vectorize as they are).
     #[cfg(target_arch = "x86_64")]
-    if E::native(&[]).is_none() && super::simd::lanes_apply::<E>() {
+    if in_registers::<E, { rows::ACT_NONE }>() {
         let n = row.len();
         assert!(shifts.len() >= n && s1.len() >= n && s2.len() >= n);
         let (s1, s2) = (f32_mut(s1), f32_mut(s2));
@@ -272,10 +279,8 @@ pub(super) fn normalize_row<E: CpuElem, const ACT: u32>(
     b: &[E::Real],
     out: &mut [MaybeUninit<E>],
 ) {
-    // f16 and bf16 converted in registers, and SiLU's exp in vectors (f32 rows otherwise
-    // vectorize as they are).
     #[cfg(target_arch = "x86_64")]
-    if (E::native(&[]).is_none() || ACT == rows::ACT_SILU) && super::simd::lanes_apply::<E>() {
+    if in_registers::<E, ACT>() {
         let n = row.len();
         assert!(shifts.len() >= n && a.len() >= n && b.len() >= n && out.len() == n);
         let coefs = [f32_ptr(shifts), f32_ptr(a), f32_ptr(b)];
@@ -450,6 +455,28 @@ multiversion! {
         let mut t = vec![E::Real::ZERO; c];
         let mut totals = [vec![0f64; c], vec![0f64; c], vec![0f64; c]];
         for (i, s) in rows.enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            if in_registers::<E, ACT>() {
+                let (xr, gr) = (x.position(n, s), dy.position(n, s));
+                assert!(xr.len() == c && gr.len() == c);
+                assert!([shifts, a, b].iter().all(|v| v.len() == c));
+                let sums = [f32_mut(&mut p), f32_mut(&mut q), f32_mut(&mut t)];
+                let coefs = [f32_ptr(shifts), f32_ptr(a), f32_ptr(b)];
+                super::simd::with_lanes!(E, |L| {
+                    // SAFETY: E is L (with_lanes), the CPU has the features (in_registers);
+                    // every slice holds c values (asserted), the sums are this task's.
+                    unsafe {
+                        let (xp, gp) = (xr.as_ptr().cast::<L>(), gr.as_ptr().cast::<L>());
+                        super::simd::backward_col_sums::<L, ACT>(xp, gp, c, coefs, sums)
+                    }
+                });
+                if (i + 1) % FLUSH_ROWS == 0 {
+                    flush(&mut p, &mut totals[0]);
+                    flush(&mut q, &mut totals[1]);
+                    flush(&mut t, &mut totals[2]);
+                }
+                continue;
+            }
             let mut off = 0;
             read2_chunks!(E, x.position(n, s), dy.position(n, s), |xv, gv| {
                 let end = off + xv.len();
@@ -493,6 +520,23 @@ multiversion! {
         let c = x.c;
         let [a, b, cx, c0] = coefs;
         for (s, out_row) in rows.zip(out.chunks_mut(c)) {
+            #[cfg(target_arch = "x86_64")]
+            if in_registers::<E, ACT>() {
+                let (xr, gr) = (x.position(n, s), dy.position(n, s));
+                assert!(xr.len() == c && gr.len() == c && out_row.len() == c);
+                assert!([shifts, a, b, cx, c0].iter().all(|v| v.len() == c));
+                let coefs = [shifts, a, b, cx, c0].map(f32_ptr);
+                let dst = out_row.as_mut_ptr();
+                super::simd::with_lanes!(E, |L| {
+                    // SAFETY: E is L (with_lanes), the CPU has the features (in_registers);
+                    // every slice holds c values (asserted), `out_row` is this task's.
+                    unsafe {
+                        let (xp, gp) = (xr.as_ptr().cast::<L>(), gr.as_ptr().cast::<L>());
+                        super::simd::backward_apply_cols::<L, ACT>(xp, gp, dst.cast(), c, coefs)
+                    }
+                });
+                continue;
+            }
             let mut off = 0;
             write2_chunks!(E, x.position(n, s), dy.position(n, s), out_row, |xv, gv, dst| {
                 let end = off + xv.len();

@@ -685,6 +685,110 @@ pub(crate) unsafe fn normalize_cols<T: Lanes, const ACT: u32>(
     }
 }
 
+/// Per column `i < n`, with `d = x[i] - k[i]` and `dz = dy[i] act'(d a[i] + b[i])`:
+/// `p[i] += dz d`, `q[i] += dz`, `t[i] += d`.
+///
+/// # Safety
+///
+/// The CPU must support AVX2, FMA and F16C; every pointer is valid for `n` elements, the sums
+/// writable and disjoint from the others.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn backward_col_sums<T: Lanes, const ACT: u32>(
+    x: *const T,
+    dy: *const T,
+    n: usize,
+    [k, a, b]: [*const f32; 3],
+    [p, q, t]: [*mut f32; 3],
+) {
+    let step = |i: usize, m: usize| {
+        // SAFETY: i + m <= n (whole vectors, or the last m < 8 values).
+        unsafe {
+            let load = |ptr: *const f32| {
+                if m == 8 {
+                    f32::load(ptr.add(i))
+                } else {
+                    f32::load_partial(ptr.add(i), m)
+                }
+            };
+            let (xv, g) = if m == 8 {
+                (T::load(x.add(i)), T::load(dy.add(i)))
+            } else {
+                (T::load_partial(x.add(i), m), T::load_partial(dy.add(i), m))
+            };
+            let d = _mm256_sub_ps(xv, load(k));
+            let dz = if ACT == ACT_NONE {
+                g
+            } else {
+                activate_grad::<ACT>(_mm256_fmadd_ps(d, load(a), load(b)), g)
+            };
+            let sums = [
+                _mm256_fmadd_ps(dz, d, load(p)),
+                _mm256_add_ps(load(q), dz),
+                _mm256_add_ps(load(t), d),
+            ];
+            for (ptr, v) in [p, q, t].into_iter().zip(sums) {
+                if m == 8 {
+                    f32::store(ptr.add(i), v);
+                } else {
+                    f32::store_partial(ptr.add(i), m, v);
+                }
+            }
+        }
+    };
+    let mut i = 0;
+    while i + 8 <= n {
+        step(i, 8);
+        i += 8;
+    }
+    if i < n {
+        step(i, n - i);
+    }
+}
+
+/// Per column `i < n`: `dx[i] = a[i] dz + cx[i] d + c0[i]`, `d` and `dz` as in
+/// [`backward_col_sums`].
+///
+/// # Safety
+///
+/// The CPU must support AVX2, FMA and F16C; the inputs are valid for `n` reads and `dx` for `n`
+/// writes, disjoint from them.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn backward_apply_cols<T: Lanes, const ACT: u32>(
+    x: *const T,
+    dy: *const T,
+    dx: *mut T,
+    n: usize,
+    [k, a, b, cx, c0]: [*const f32; 5],
+) {
+    let f = |xv: __m256, g: __m256, [kv, av, bv, cxv, c0v]: [__m256; 5]| {
+        let d = _mm256_sub_ps(xv, kv);
+        let dz = if ACT == ACT_NONE {
+            g
+        } else {
+            activate_grad::<ACT>(_mm256_fmadd_ps(d, av, bv), g)
+        };
+        _mm256_fmadd_ps(cxv, d, _mm256_fmadd_ps(av, dz, c0v))
+    };
+    let whole = map_vectors(
+        n,
+        // SAFETY: i + 8 <= n.
+        |i| unsafe {
+            let coefs = [k, a, b, cx, c0].map(|ptr| f32::load(ptr.add(i)));
+            f(T::load(x.add(i)), T::load(dy.add(i)), coefs)
+        },
+        // SAFETY: i + 8 <= n.
+        |i, v| unsafe { T::store(dx.add(i), v) },
+    );
+    if !whole {
+        // SAFETY: the n < 8 values.
+        unsafe {
+            let coefs = [k, a, b, cx, c0].map(|ptr| f32::load_partial(ptr, n));
+            let v = f(T::load_partial(x, n), T::load_partial(dy, n), coefs);
+            T::store_partial(dx, n, v);
+        }
+    }
+}
+
 /// Orders the non-temporal stores before later loads and stores.
 pub(crate) fn store_fence() {
     // SAFETY: SSE is part of x86-64.
@@ -704,9 +808,9 @@ mod tests {
         out
     }
 
-    /// The column kernels at `n` columns, for every `n` from 1 to 40, with values stored as `T`:
-    /// the sums and every output column match the f64 formulas (each activation), and nothing
-    /// past the `n` columns is read into the sums or written.
+    /// The column kernels (forward and backward) at `n` columns, for every `n` from 1 to 40,
+    /// with values stored as `T`: the sums and every output column match the f64 formulas
+    /// (each activation), and nothing past the `n` columns is read into the sums or written.
     fn check_columns<T: Lanes + PartialEq + core::fmt::Debug>(tol: f64) {
         for n in 1..=40 {
             let x: Vec<T> = (0..n)
@@ -763,6 +867,72 @@ mod tests {
                     );
                 }
                 assert_eq!(dst[n], sentinel, "written past the columns, n {n}");
+
+                // The backward's columns, with cx and c0 per column too.
+                let dy: Vec<T> = (0..n)
+                    .map(|i| T::put(((i * 5) % 7) as f32 * 0.3 - 0.9))
+                    .collect();
+                let cx: Vec<f32> = (0..n).map(|i| 0.07 - 0.01 * (i % 3) as f32).collect();
+                let c0: Vec<f32> = (0..n).map(|i| -0.01 * (i % 2) as f32).collect();
+                let mut sums = [
+                    vec![1.0f32; n + 1],
+                    vec![2.0f32; n + 1],
+                    vec![3.0f32; n + 1],
+                ];
+                let mut dx = vec![sentinel; n + 1];
+                let sum_ptrs = sums.each_mut().map(|v| v.as_mut_ptr());
+                let all = [k.as_ptr(), a.as_ptr(), b.as_ptr(), cx.as_ptr(), c0.as_ptr()];
+                let (xp, gp, dxp) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
+                // SAFETY: as above.
+                unsafe {
+                    match act {
+                        ACT_RELU => {
+                            backward_col_sums::<T, ACT_RELU>(xp, gp, n, coefs, sum_ptrs);
+                            backward_apply_cols::<T, ACT_RELU>(xp, gp, dxp, n, all);
+                        }
+                        ACT_SILU => {
+                            backward_col_sums::<T, ACT_SILU>(xp, gp, n, coefs, sum_ptrs);
+                            backward_apply_cols::<T, ACT_SILU>(xp, gp, dxp, n, all);
+                        }
+                        _ => {
+                            backward_col_sums::<T, ACT_NONE>(xp, gp, n, coefs, sum_ptrs);
+                            backward_apply_cols::<T, ACT_NONE>(xp, gp, dxp, n, all);
+                        }
+                    }
+                }
+                for i in 0..n {
+                    let d = (x[i].get() - k[i]) as f64;
+                    let z = d * a[i] as f64 + b[i] as f64;
+                    let g = dy[i].get() as f64;
+                    let dz = match act {
+                        ACT_RELU if z <= 0.0 => 0.0,
+                        ACT_SILU => {
+                            let sg = 1.0 / (1.0 + (-z).exp());
+                            g * sg * (1.0 + z * (1.0 - sg))
+                        }
+                        _ => g,
+                    };
+                    let want = [1.0 + dz * d, 2.0 + dz, 3.0 + d];
+                    for (q, w) in want.iter().enumerate() {
+                        let got = sums[q][i] as f64;
+                        assert!(
+                            (got - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                            "sum {q}[{i}], n {n}, act {act}"
+                        );
+                    }
+                    let want = a[i] as f64 * dz + cx[i] as f64 * d + c0[i] as f64;
+                    let got = dx[i].get() as f64;
+                    assert!(
+                        (got - want).abs() <= tol * (1.0 + want.abs()),
+                        "dx[{i}], n {n}, act {act}: {got} != {want}"
+                    );
+                }
+                assert_eq!(
+                    [sums[0][n], sums[1][n], sums[2][n]],
+                    [1.0, 2.0, 3.0],
+                    "n {n}"
+                );
+                assert_eq!(dx[n], sentinel, "dx written past the columns, n {n}");
             }
         }
     }
