@@ -589,6 +589,53 @@ pub(crate) unsafe fn backward_apply<T: Lanes, const ACT: u32>(
     )
 }
 
+/// 8 values from `p + i` when `m` is 8, else the `m` there (the other lanes 0).
+///
+/// # Safety
+///
+/// `p + i` is valid for `m` reads; called from code compiled with AVX2 and F16C.
+#[inline(always)]
+unsafe fn load_at<T: Lanes>(p: *const T, i: usize, m: usize) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if m == 8 {
+            T::load(p.add(i))
+        } else {
+            T::load_partial(p.add(i), m)
+        }
+    }
+}
+
+/// The first `m` (8, or fewer) lanes of `v` to `p + i`.
+///
+/// # Safety
+///
+/// `p + i` is valid for `m` writes; called from code compiled with AVX2 and F16C.
+#[inline(always)]
+unsafe fn store_at<T: Lanes>(p: *mut T, i: usize, m: usize, v: __m256) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if m == 8 {
+            T::store(p.add(i), v)
+        } else {
+            T::store_partial(p.add(i), m, v)
+        }
+    }
+}
+
+/// `step(i, m)` over the columns `0..n`: whole vectors (`m` = 8), then the last `m < 8`.
+#[inline(always)]
+fn for_columns(n: usize, mut step: impl FnMut(usize, usize)) {
+    let mut i = 0;
+    while i + 8 <= n {
+        step(i, 8);
+        i += 8;
+    }
+    if i < n {
+        step(i, n - i);
+    }
+}
+
 /// Per column `i < n` (a channel at one position of a channels-last input):
 /// `s1[i] += x[i] - k[i]` and `s2[i] += (x[i] - k[i])²`.
 ///
@@ -604,41 +651,12 @@ pub(crate) unsafe fn add_col_sums<T: Lanes>(
     s2: *mut f32,
     n: usize,
 ) {
-    let step = |i: usize, m: usize| {
-        // SAFETY: i + m <= n (whole vectors, or the last m < 8 values).
-        unsafe {
-            let (xv, kv) = if m == 8 {
-                (T::load(x.add(i)), f32::load(k.add(i)))
-            } else {
-                (T::load_partial(x.add(i), m), f32::load_partial(k.add(i), m))
-            };
-            let d = _mm256_sub_ps(xv, kv);
-            let (a1, a2) = if m == 8 {
-                (f32::load(s1.add(i)), f32::load(s2.add(i)))
-            } else {
-                (
-                    f32::load_partial(s1.add(i), m),
-                    f32::load_partial(s2.add(i), m),
-                )
-            };
-            let (a1, a2) = (_mm256_add_ps(a1, d), _mm256_fmadd_ps(d, d, a2));
-            if m == 8 {
-                f32::store(s1.add(i), a1);
-                f32::store(s2.add(i), a2);
-            } else {
-                f32::store_partial(s1.add(i), m, a1);
-                f32::store_partial(s2.add(i), m, a2);
-            }
-        }
-    };
-    let mut i = 0;
-    while i + 8 <= n {
-        step(i, 8);
-        i += 8;
-    }
-    if i < n {
-        step(i, n - i);
-    }
+    // SAFETY: i + m <= n.
+    for_columns(n, |i, m| unsafe {
+        let d = _mm256_sub_ps(load_at(x, i, m), load_at(k, i, m));
+        store_at(s1, i, m, _mm256_add_ps(load_at(s1, i, m), d));
+        store_at(s2, i, m, _mm256_fmadd_ps(d, d, load_at(s2, i, m)));
+    });
 }
 
 /// Per column `i < n`: `dst[i] = act((x[i] - k[i]) a[i] + b[i])`.
@@ -700,49 +718,20 @@ pub(crate) unsafe fn backward_col_sums<T: Lanes, const ACT: u32>(
     [k, a, b]: [*const f32; 3],
     [p, q, t]: [*mut f32; 3],
 ) {
-    let step = |i: usize, m: usize| {
-        // SAFETY: i + m <= n (whole vectors, or the last m < 8 values).
-        unsafe {
-            let load = |ptr: *const f32| {
-                if m == 8 {
-                    f32::load(ptr.add(i))
-                } else {
-                    f32::load_partial(ptr.add(i), m)
-                }
-            };
-            let (xv, g) = if m == 8 {
-                (T::load(x.add(i)), T::load(dy.add(i)))
-            } else {
-                (T::load_partial(x.add(i), m), T::load_partial(dy.add(i), m))
-            };
-            let d = _mm256_sub_ps(xv, load(k));
-            let dz = if ACT == ACT_NONE {
-                g
-            } else {
-                activate_grad::<ACT>(_mm256_fmadd_ps(d, load(a), load(b)), g)
-            };
-            let sums = [
-                _mm256_fmadd_ps(dz, d, load(p)),
-                _mm256_add_ps(load(q), dz),
-                _mm256_add_ps(load(t), d),
-            ];
-            for (ptr, v) in [p, q, t].into_iter().zip(sums) {
-                if m == 8 {
-                    f32::store(ptr.add(i), v);
-                } else {
-                    f32::store_partial(ptr.add(i), m, v);
-                }
-            }
-        }
-    };
-    let mut i = 0;
-    while i + 8 <= n {
-        step(i, 8);
-        i += 8;
-    }
-    if i < n {
-        step(i, n - i);
-    }
+    // SAFETY: i + m <= n.
+    for_columns(n, |i, m| unsafe {
+        let d = _mm256_sub_ps(load_at(x, i, m), load_at(k, i, m));
+        let g = load_at(dy, i, m);
+        let dz = if ACT == ACT_NONE {
+            g
+        } else {
+            let z = _mm256_fmadd_ps(d, load_at(a, i, m), load_at(b, i, m));
+            activate_grad::<ACT>(z, g)
+        };
+        store_at(p, i, m, _mm256_fmadd_ps(dz, d, load_at(p, i, m)));
+        store_at(q, i, m, _mm256_add_ps(load_at(q, i, m), dz));
+        store_at(t, i, m, _mm256_add_ps(load_at(t, i, m), d));
+    });
 }
 
 /// Per column `i < n`: `dx[i] = a[i] dz + cx[i] d + c0[i]`, `d` and `dz` as in
