@@ -455,8 +455,13 @@ multiversion! {
         let mut t = vec![E::Real::ZERO; c];
         let mut totals = [vec![0f64; c], vec![0f64; c], vec![0f64; c]];
         for (i, s) in rows.enumerate() {
+            // Elsewhere than on x86-64 the row kernels below do it all.
             #[cfg(target_arch = "x86_64")]
-            if in_registers::<E, ACT>() {
+            let done = in_registers::<E, ACT>();
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = false;
+            #[cfg(target_arch = "x86_64")]
+            if done {
                 let (xr, gr) = (x.position(n, s), dy.position(n, s));
                 assert!(xr.len() == c && gr.len() == c);
                 assert!([shifts, a, b].iter().all(|v| v.len() == c));
@@ -470,25 +475,22 @@ multiversion! {
                         super::simd::backward_col_sums::<L, ACT>(xp, gp, c, coefs, sums)
                     }
                 });
-                if (i + 1) % FLUSH_ROWS == 0 {
-                    flush(&mut p, &mut totals[0]);
-                    flush(&mut q, &mut totals[1]);
-                    flush(&mut t, &mut totals[2]);
-                }
-                continue;
             }
-            let mut off = 0;
-            read2_chunks!(E, x.position(n, s), dy.position(n, s), |xv, gv| {
-                let end = off + xv.len();
-                for j in off..end {
-                    let d = xv[j - off] - shifts[j];
-                    let dz = rows::activate_grad::<E::Real, ACT>(d * a[j] + b[j], gv[j - off]);
-                    p[j] += dz * d;
-                    q[j] += dz;
-                    t[j] += d;
-                }
-                off = end;
-            });
+            if !done {
+                let mut off = 0;
+                read2_chunks!(E, x.position(n, s), dy.position(n, s), |xv, gv| {
+                    let end = off + xv.len();
+                    for j in off..end {
+                        let d = xv[j - off] - shifts[j];
+                        let dz =
+                            rows::activate_grad::<E::Real, ACT>(d * a[j] + b[j], gv[j - off]);
+                        p[j] += dz * d;
+                        q[j] += dz;
+                        t[j] += d;
+                    }
+                    off = end;
+                });
+            }
             if (i + 1) % FLUSH_ROWS == 0 {
                 flush(&mut p, &mut totals[0]);
                 flush(&mut q, &mut totals[1]);
