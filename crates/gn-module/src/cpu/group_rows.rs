@@ -14,7 +14,6 @@
 // Elsewhere than on x86-64 nothing applies, and the helpers go unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_macros))]
 
-use core::any::TypeId;
 use core::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
@@ -32,7 +31,7 @@ pub(crate) const MAX_ROW: usize = 256;
 #[inline(always)]
 pub(crate) fn applies<T: 'static, const ACT: u32>(s: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if s > 0 && (s <= MAX_ROW || TypeId::of::<T>() != TypeId::of::<f32>()) {
+    if s > 0 && (s <= MAX_ROW || core::any::TypeId::of::<T>() != core::any::TypeId::of::<f32>()) {
         return super::simd::lanes_apply::<T>();
     }
     let _ = s;
