@@ -43,9 +43,17 @@ pub(super) fn forward<E: CpuElem>(
     Forward::from_group_stats(y, stats, Order::ChannelsFirst)
 }
 
-/// [`forward`] overwriting `data`, a contiguous `[N, C, S]` f32 or f64 tensor that nothing
-/// else uses (saves allocating the output); returns `(mean, rstd)`.
+/// [`forward`] overwriting `data`, a contiguous `[N, C, S]` tensor that nothing else uses
+/// (saves allocating the output), of an element type [`inplace_supported`] admits; returns
+/// `(mean, rstd)`.
 #[allow(clippy::too_many_arguments)]
+/// Whether [`forward_inplace`] and [`backward_inplace`] take `E` with rows of `s` values: f32
+/// and f64 always, f16 and bf16 where [`group_rows`] computes them straight from the stored
+/// values (the other paths widen into buffers and write a separate output).
+pub(crate) fn inplace_supported<E: CpuElem>(s: usize) -> bool {
+    E::native(&[]).is_some() || group_rows::applies::<E, ACT_NONE>(s)
+}
+
 pub(crate) fn forward_inplace<E: CpuElem>(
     data: &mut [E],
     shape: [usize; 3],
@@ -82,13 +90,21 @@ multiversion! {
         beta: &[f64],
         epsilon: f64,
     ) -> [f64; 2] {
-        let data = E::native_mut(chunk).expect("in-place forward is for f32 and f64");
+        let channels = c0..c0 + chunk.len() / s;
+        let (g, b) = (&gamma[channels.clone()], &beta[channels]);
+        let Some(data) = E::native_mut(chunk) else {
+            // f16 and bf16 (inplace_supported): through group_rows.
+            let k = chunk[0].to_real().to_f64();
+            let [s1, s2] = group_rows::shifted_sums::<E, ACT>(chunk, s, k).expect("supported");
+            let (mean_d, rstd) = group_stats(s1, s2, chunk.len() as f64, epsilon);
+            let done = group_rows::normalize_inplace::<E, ACT>(chunk, s, k, g, b, [mean_d, rstd]);
+            assert!(done, "in-place forward of a type group_rows takes");
+            return [k + mean_d, rstd];
+        };
         let k = data[0];
         let mut acc = [0f64; 2];
         rows::shifted_sums(data, k, &mut acc);
         let (mean_d, rstd) = group_stats(acc[0], acc[1], data.len() as f64, epsilon);
-        let channels = c0..c0 + data.len() / s;
-        let (g, b) = (&gamma[channels.clone()], &beta[channels]);
         let stats = [mean_d, rstd];
         if group_rows::normalize_inplace::<E::Real, ACT>(data, s, k.to_f64(), g, b, stats) {
             return [k.to_f64() + mean_d, rstd];
@@ -243,8 +259,9 @@ pub(super) fn backward<E: CpuElem>(
     }
 }
 
-/// [`backward`] writing `dx` over `dy_dx`, the contiguous `[N, C, S]` f32 or f64 output
-/// gradient (which nothing else uses); `x` must be channels-first. Returns `(dgamma, dbeta)`.
+/// [`backward`] writing `dx` over `dy_dx`, the contiguous `[N, C, S]` output gradient (which
+/// nothing else uses) of an element type [`inplace_supported`] admits; `x` must be
+/// channels-first. Returns `(dgamma, dbeta)`.
 pub(crate) fn backward_inplace<E: CpuElem>(
     x: &View<'_, E>,
     dy_dx: &mut [E],
@@ -452,7 +469,21 @@ multiversion! {
                 }
             },
             (Grad::InPlace(chunk), _) => {
-                let chunk = E::native_mut(chunk).expect("in-place backward is for f32 and f64");
+                let Some(chunk) = E::native_mut(chunk) else {
+                    // f16 and bf16 (inplace_supported): through group_rows.
+                    let xr = x_run.expect("in-place backward reads channels-first x");
+                    let done = group_rows::backward_apply_inplace::<E, ACT>(
+                        xr,
+                        chunk,
+                        s,
+                        group_coefs,
+                        group_gamma,
+                        group_beta,
+                        stats,
+                    );
+                    assert!(done, "in-place backward of a type group_rows takes");
+                    return;
+                };
                 if let Some(xs) = x_run.and_then(E::native)
                     && group_rows::backward_apply_inplace::<E::Real, ACT>(
                         xs, chunk, s, group_coefs, group_gamma, group_beta, stats,

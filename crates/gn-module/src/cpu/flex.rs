@@ -125,8 +125,9 @@ fn unique_contiguous<E: Element + bytemuck::Pod>(t: &mut FlexTensor) -> Option<&
 
 type Triple = (FlexTensor, FlexTensor, FlexTensor);
 
-/// The forward pass over `x`'s own storage, if `x` is an f32 or f64 contiguous tensor that
-/// nothing else references; else `x` back.
+/// The forward pass over `x`'s own storage, if `x` is a contiguous tensor that nothing else
+/// references, of a dtype the in-place kernels take (`super::inplace_supported`); else `x`
+/// back.
 fn forward_in_place(
     x: FlexTensor,
     num_groups: usize,
@@ -140,6 +141,9 @@ fn forward_in_place(
     let dtype = x.dtype();
     macro_rules! run {
         ($e:ty) => {{
+            if !super::inplace_supported::<$e>(shape[2]) {
+                return Err(x);
+            }
             let Some(data) = unique_contiguous::<$e>(&mut x) else {
                 return Err(x);
             };
@@ -149,6 +153,8 @@ fn forward_in_place(
     let (mean, rstd) = match dtype {
         DType::F32 => run!(f32),
         DType::F64 => run!(f64),
+        DType::F16 => run!(f16),
+        DType::BF16 => run!(bf16),
         _ => return Err(x),
     };
     let stats = [shape[0], num_groups];
@@ -159,9 +165,9 @@ fn forward_in_place(
     ))
 }
 
-/// The backward pass writing `dx` over `grad`'s storage, if `grad` is an f32 or f64
-/// contiguous tensor that nothing else references and `x` is channels-first; else `grad`
-/// back.
+/// The backward pass writing `dx` over `grad`'s storage, if `grad` is a contiguous tensor that
+/// nothing else references, of a dtype the in-place kernels take (`super::inplace_supported`),
+/// and `x` is channels-first; else `grad` back.
 #[allow(clippy::too_many_arguments)]
 fn backward_in_place(
     grad: FlexTensor,
@@ -175,8 +181,9 @@ fn backward_in_place(
     let mut grad = grad;
     macro_rules! run {
         ($e:ty) => {{
-            let Some(xv) = view_of::<$e>(x).filter(|v| v.order() == Some(Order::ChannelsFirst))
-            else {
+            let Some(xv) = view_of::<$e>(x).filter(|v| {
+                v.order() == Some(Order::ChannelsFirst) && super::inplace_supported::<$e>(v.s)
+            }) else {
                 return Err(grad);
             };
             let Some(data) = unique_contiguous::<$e>(&mut grad) else {
@@ -190,6 +197,8 @@ fn backward_in_place(
     match grad.dtype() {
         DType::F32 => run!(f32),
         DType::F64 => run!(f64),
+        DType::F16 => run!(f16),
+        DType::BF16 => run!(bf16),
         _ => Err(grad),
     }
 }

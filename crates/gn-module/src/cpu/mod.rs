@@ -28,7 +28,7 @@ mod simd_rows;
 mod tasks;
 mod transpose;
 
-pub(crate) use channels_first::{backward_inplace, forward_inplace};
+pub(crate) use channels_first::{backward_inplace, forward_inplace, inplace_supported};
 pub(crate) use elem::CpuElem;
 pub(crate) use transpose::channels_first_copy;
 
