@@ -163,6 +163,33 @@ fn fused_matches_composite() {
     }
 }
 
+/// The backend's backward op on `dy`, the forward's input `x`, `[gamma, beta]` and the
+/// forward's `[mean, rstd]`: `[dx, dgamma, dbeta]`.
+fn backend_backward(
+    dy: Tensor<4>,
+    x: &Tensor<4>,
+    [gamma, beta]: [&Tensor<1>; 2],
+    [mean, rstd]: [&Tensor<2>; 2],
+    groups: usize,
+    activation: Activation,
+) -> [Vec<f64>; 3] {
+    let (dx, dg, db) = <Dispatch as GroupNormBackend>::group_norm_backward(
+        dy.into_dispatch(),
+        x.clone().into_dispatch(),
+        gamma.clone().into_dispatch(),
+        beta.clone().into_dispatch(),
+        mean.clone().into_dispatch(),
+        rstd.clone().into_dispatch(),
+        groups,
+        activation.code(),
+    );
+    [
+        values(Tensor::<4>::from_dispatch(dx)),
+        values(Tensor::<1>::from_dispatch(dg)),
+        values(Tensor::<1>::from_dispatch(db)),
+    ]
+}
+
 /// The backend ops called directly with inputs that are shared (so the kernels cannot work in
 /// place) give the same results as through autodiff (where they can): f32, f16 and bf16, short
 /// rows and rows longer than the short-row kernels take.
@@ -211,23 +238,8 @@ fn in_place_agrees(backend: &str, device: &Device, shape: [usize; 4], dtype: DTy
             0.0,
         );
 
-        let backward = |dy: Tensor<4>| {
-            let (dx, dg, db) = <Dispatch as GroupNormBackend>::group_norm_backward(
-                dy.into_dispatch(),
-                x.clone().into_dispatch(),
-                gamma.clone().into_dispatch(),
-                beta.clone().into_dispatch(),
-                mean.clone().into_dispatch(),
-                rstd.clone().into_dispatch(),
-                4,
-                activation.code(),
-            );
-            [
-                values(Tensor::<4>::from_dispatch(dx)),
-                values(Tensor::<1>::from_dispatch(dg)),
-                values(Tensor::<1>::from_dispatch(db)),
-            ]
-        };
+        let (params, stats) = ([&gamma, &beta], [&mean, &rstd]);
+        let backward = |dy: Tensor<4>| backend_backward(dy, &x, params, stats, 4, activation);
         // dy shared (a clone is kept): dx goes to a new buffer. dy unique: dx overwrites it.
         let shared = backward(dy.clone());
         let unique = backward(tensor(&dy_values, shape, device, dtype));
@@ -299,26 +311,13 @@ fn channels_last_backend_ops_match_contiguous() {
                             activation,
                         );
                         for (dy_layout, dy) in layouts(&dy_values) {
-                            let (dx, dg, db) = <Dispatch as GroupNormBackend>::group_norm_backward(
-                                dy.into_dispatch(),
-                                x.clone().into_dispatch(),
-                                gamma.clone().into_dispatch(),
-                                beta.clone().into_dispatch(),
-                                mean.clone().into_dispatch(),
-                                rstd.clone().into_dispatch(),
-                                groups,
-                                activation.code(),
-                            );
-                            let mut dx = values(Tensor::<4>::from_dispatch(dx));
+                            let (params, stats) = ([&gamma, &beta], [&mean, &rstd]);
+                            let [mut dx, dg, db] =
+                                backend_backward(dy, &x, params, stats, groups, activation);
                             if activation == Activation::Relu {
                                 dx = without_kinks(&dx, &kinks);
                             }
-                            let got = [
-                                values(y.clone()),
-                                dx,
-                                values(Tensor::<1>::from_dispatch(dg)),
-                                values(Tensor::<1>::from_dispatch(db)),
-                            ];
+                            let got = [values(y.clone()), dx, dg, db];
                             let Some(expected) = &reference else {
                                 reference = Some(got);
                                 continue;
