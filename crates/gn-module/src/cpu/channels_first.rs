@@ -43,10 +43,6 @@ pub(super) fn forward<E: CpuElem>(
     Forward::from_group_stats(y, stats, Order::ChannelsFirst)
 }
 
-/// [`forward`] overwriting `data`, a contiguous `[N, C, S]` tensor that nothing else uses
-/// (saves allocating the output), of an element type [`inplace_supported`] admits; returns
-/// `(mean, rstd)`.
-#[allow(clippy::too_many_arguments)]
 /// Whether [`forward_inplace`] and [`backward_inplace`] take `E` with rows of `s` values: f32
 /// and f64 always, f16 and bf16 where [`group_rows`] computes them straight from the stored
 /// values (the other paths widen into buffers and write a separate output).
@@ -54,6 +50,10 @@ pub(crate) fn inplace_supported<E: CpuElem>(s: usize) -> bool {
     E::native(&[]).is_some() || group_rows::applies::<E, ACT_NONE>(s)
 }
 
+/// [`forward`] overwriting `data`, a contiguous `[N, C, S]` tensor that nothing else uses
+/// (saves allocating the output), of an element type [`inplace_supported`] admits; returns
+/// `(mean, rstd)`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_inplace<E: CpuElem>(
     data: &mut [E],
     shape: [usize; 3],

@@ -345,20 +345,13 @@ trait Half: Copy {
     fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]);
 }
 
-/// Whether the CPU has what [`lanes`] needs.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn has_lanes() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
-}
-
 impl Half for f16 {
     #[inline(always)]
     fn widen(src: &[Self], dst: &mut [MaybeUninit<f32>]) {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
-        if has_lanes() {
-            // SAFETY: the CPU has AVX2 and F16C (checked just above); lengths are equal.
+        if super::simd::lanes_apply::<Self>() {
+            // SAFETY: the CPU has AVX2 and F16C (lanes_apply); lengths are equal.
             return unsafe { lanes::widen(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
@@ -370,8 +363,8 @@ impl Half for f16 {
     fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]) {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
-        if has_lanes() {
-            // SAFETY: the CPU has AVX2 and F16C (checked just above); lengths are equal.
+        if super::simd::lanes_apply::<Self>() {
+            // SAFETY: the CPU has AVX2 and F16C (lanes_apply); lengths are equal.
             return unsafe { lanes::narrow(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
@@ -385,8 +378,8 @@ impl Half for bf16 {
     fn widen(src: &[Self], dst: &mut [MaybeUninit<f32>]) {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
-        if has_lanes() {
-            // SAFETY: the CPU has AVX2 and F16C (checked just above); lengths are equal.
+        if super::simd::lanes_apply::<Self>() {
+            // SAFETY: the CPU has AVX2 and F16C (lanes_apply); lengths are equal.
             return unsafe { lanes::widen(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
@@ -398,8 +391,8 @@ impl Half for bf16 {
     fn narrow(src: &[f32], dst: &mut [MaybeUninit<Self>]) {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
-        if has_lanes() {
-            // SAFETY: the CPU has AVX2 and F16C (checked just above); lengths are equal.
+        if super::simd::lanes_apply::<Self>() {
+            // SAFETY: the CPU has AVX2 and F16C (lanes_apply); lengths are equal.
             return unsafe { lanes::narrow(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {

@@ -64,9 +64,7 @@ pub(crate) fn activate_grad<R: Real, const ACT: u32>(z: R, dy: R) -> R {
 fn as_f32_simd<R: Real>(row: &[R]) -> Option<&[f32]> {
     #[cfg(target_arch = "x86_64")]
     if core::any::TypeId::of::<R>() == core::any::TypeId::of::<f32>()
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
+        && super::simd::lanes_apply::<f32>()
     {
         // SAFETY: R is f32.
         return Some(unsafe { core::slice::from_raw_parts(row.as_ptr().cast::<f32>(), row.len()) });
