@@ -2,10 +2,9 @@
 //! the paper), empty batches, NaN containment, layouts, half precision, fused activations, and
 //! agreement with `burn::nn::GroupNorm` as a drop-in.
 
-mod common;
 
 use burn::tensor::{DType, Device, Tensor, s};
-use common::{assert_close, devices, nhwc, randn, tensor, values};
+use crate::common::{assert_close, devices, nhwc, randn, tensor, values};
 use gn_module::{Activation, GroupNormConfig, group_norm, group_norm_with_activation};
 
 /// f32 results of the same math computed in a different order (composite vs fused, another
@@ -176,7 +175,7 @@ fn fused_activations_match_composition() {
             let run = |fused: bool| {
                 let x = tensor(&x_values, shape, &ad, DType::F32).require_grad();
                 let (g, b) = (gamma.clone().require_grad(), beta.clone().require_grad());
-                let y = common::norm_fn(fused)(
+                let y = crate::common::norm_fn(fused)(
                     x.clone(),
                     3,
                     Some(g.clone()),

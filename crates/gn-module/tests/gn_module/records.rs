@@ -2,13 +2,12 @@
 //! and PyTorch `nn.GroupNorm` state dicts (`weight`, `bias`) load into gamma and beta through
 //! burn-store's PyTorch adapter (fixtures from `tools/gen_group_norm_state_fixture.py`).
 
-mod common;
 
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::{DType, Device, Tensor};
-use common::{Fixture, assert_close, fixture_path, randn, tensor, values};
+use crate::common::{Fixture, assert_close, fixture_path, randn, tensor, values};
 use gn_module::{Activation, GroupNorm, GroupNormConfig};
 
 fn device() -> Device {

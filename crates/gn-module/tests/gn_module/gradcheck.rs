@@ -2,10 +2,9 @@
 //! kernels and composite path, with and without fused activations) against central
 //! differences of the forward pass.
 
-mod common;
 
 use burn::tensor::{DType, Device, Tensor};
-use common::{assert_close, f64_devices, randn, tensor, values};
+use crate::common::{assert_close, f64_devices, randn, tensor, values};
 use gn_module::{Activation, composite, group_norm_with_activation};
 
 const SHAPE: [usize; 4] = [2, 6, 2, 3];

@@ -2,11 +2,10 @@
 //! and gradients, on every backend: the benchmark shapes (scaled down in batch), odd shapes,
 //! channels-last inputs, f32, f16 and bf16, in-place and allocating kernel paths.
 
-mod common;
 
 use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor};
-use common::{assert_close, devices, nhwc, randn, tensor, values};
+use crate::common::{assert_close, devices, nhwc, randn, tensor, values};
 use gn_module::backend::GroupNormBackend;
 use gn_module::{Activation, group_norm_with_activation};
 
@@ -69,7 +68,7 @@ fn run<const D: usize>(
     let x = tensor(&data(numel, 31, 0.5, 2.0, h), shape, &ad, dtype).require_grad();
     let gamma = tensor(&data(c, 32, 1.0, 0.3, h), [c], &ad, dtype).require_grad();
     let beta = tensor(&data(c, 33, 0.0, 0.2, h), [c], &ad, dtype).require_grad();
-    let y = common::norm_fn(fused)(
+    let y = crate::common::norm_fn(fused)(
         x.clone(),
         groups,
         Some(gamma.clone()),

@@ -1,12 +1,11 @@
 //! The training engine end to end on the synthetic data: it learns, writes its artifacts,
 //! resumes exactly, and runs on every compiled backend.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
-use common::devices;
+use crate::common::devices;
 use gn_burn::training::{self, RunControl, RunMetrics, TrainOptions};
 
 fn temp_dir(name: &str) -> PathBuf {
