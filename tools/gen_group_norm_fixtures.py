@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate Group Normalization reference fixtures.
 
-Writes one safetensors file per case to tests/fixtures/group_norm/<case>.safetensors.
+Writes one safetensors file per case to crates/gn-module/tests/fixtures/group_norm/<case>.safetensors.
 
 Tensors in every file:
   x            float32  input
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from st_io import write_safetensors
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(REPO_ROOT, "tests", "fixtures", "group_norm")
+DEFAULT_OUT = os.path.join(REPO_ROOT, "crates", "gn-module", "tests", "fixtures", "group_norm")
 MAX_FILE_BYTES = 200 * 1024
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate PyTorch state-dict fixtures for loading a GroupNorm into burn.
 
-Writes to tests/fixtures/group_norm/:
+Writes to crates/gn-module/tests/fixtures/group_norm/:
   torch_state.pt              torch.save(Net().state_dict()); keys norm.weight, norm.bias
   torch_groupnorm_bare.pt     torch.save(nn.GroupNorm(4, 8).state_dict()); keys weight, bias
                               (same values as Net.norm)
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from st_io import write_safetensors
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(REPO_ROOT, "tests", "fixtures", "group_norm")
+DEFAULT_OUT = os.path.join(REPO_ROOT, "crates", "gn-module", "tests", "fixtures", "group_norm")
 
 NUM_GROUPS = 4
 NUM_CHANNELS = 8
