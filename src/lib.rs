@@ -16,3 +16,9 @@ pub mod data;
 pub mod plot;
 pub mod study;
 pub mod training;
+
+// The README's Rust examples are compiled (and run, unless marked `no_run`) as doc tests, so
+// what users copy from it keeps working.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
