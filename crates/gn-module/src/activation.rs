@@ -37,6 +37,16 @@ impl Activation {
         }
     }
 
+    /// The activation of a [`code`](Self::code), `None` for a code that names none.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Activation::None),
+            1 => Some(Activation::Relu),
+            2 => Some(Activation::Silu),
+            _ => None,
+        }
+    }
+
     /// Applies the activation with ordinary tensor ops (the composite path).
     pub(crate) fn apply<const D: usize>(self, z: Tensor<D>) -> Tensor<D> {
         match self {

@@ -9,7 +9,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::tensor::FloatTensor;
 
-use crate::backend::GroupNormBackend;
+use crate::backend::{GroupNormBackend, assert_backward_args, assert_forward_args};
 
 #[derive(Debug)]
 struct GroupNormOp;
@@ -62,6 +62,9 @@ impl<B: GroupNormBackend, C: CheckpointStrategy> GroupNormBackend for Autodiff<B
         epsilon: f64,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // The inner backend checks too; checked here first so that nothing is recorded for
+        // invalid arguments.
+        assert_forward_args(&x, &gamma, &beta, num_groups, epsilon, activation);
         match GroupNormOp
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .compute_bound()
@@ -118,6 +121,9 @@ impl<B: GroupNormBackend, C: CheckpointStrategy> GroupNormBackend for Autodiff<B
         num_groups: usize,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert_backward_args(
+            &grad, &x, &gamma, &beta, &mean, &rstd, num_groups, activation,
+        );
         // Not differentiable twice: the gradients are returned as constants.
         let (dx, dgamma, dbeta) = B::group_norm_backward(
             grad.into_primitive(),

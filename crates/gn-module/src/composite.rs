@@ -9,13 +9,18 @@
 use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::Activation;
+use crate::functional::check_args;
 
 /// Group normalization with ordinary tensor ops; see [`group_norm`](crate::group_norm) for the
 /// math and the shapes.
 ///
-/// The arguments are assumed valid (use [`try_group_norm`](crate::try_group_norm) for checked
-/// input); this function exists to compare against and as the fallback on backends without a
-/// fused kernel.
+/// This function exists to compare against and as the fallback on backends without a fused
+/// kernel; use [`try_group_norm`](crate::try_group_norm) to get invalid arguments as errors.
+///
+/// # Panics
+///
+/// Panics with a [`GroupNormError`](crate::GroupNormError) message on the arguments
+/// [`try_group_norm`](crate::try_group_norm) rejects.
 pub fn group_norm<const D: usize>(
     x: Tensor<D>,
     num_groups: usize,
@@ -24,6 +29,9 @@ pub fn group_norm<const D: usize>(
     epsilon: f64,
     activation: Activation,
 ) -> Tensor<D> {
+    if let Err(err) = check_args(&x, num_groups, gamma.as_ref(), beta.as_ref(), epsilon) {
+        panic!("composite::group_norm: {err}");
+    }
     let shape = x.shape();
     if shape.num_elements() == 0 {
         return x;

@@ -51,6 +51,14 @@ impl GroupNormConfig {
     }
 
     /// Checks the configuration without building a layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`GroupNormError`] when `num_channels` is zero; when `group_size` is set and is zero,
+    /// does not divide `num_channels`, or disagrees with `num_groups` (`num_groups *
+    /// group_size != num_channels`, as a configuration deserialized or edited after
+    /// [`from_group_size`](Self::from_group_size) can); when `num_groups` is zero or does not
+    /// divide `num_channels`; when `epsilon` is not finite and positive.
     pub fn validate(&self) -> Result<(), GroupNormError> {
         if self.num_channels == 0 {
             return Err(GroupNormError::ZeroChannels);
@@ -65,12 +73,23 @@ impl GroupNormConfig {
                     group_size,
                 });
             }
+            if self.num_groups.checked_mul(group_size) != Some(self.num_channels) {
+                return Err(GroupNormError::GroupSizeMismatch {
+                    group_size,
+                    num_groups: self.num_groups,
+                    num_channels: self.num_channels,
+                });
+            }
         }
         validate_groups(self.num_groups, self.num_channels)?;
         validate_epsilon(self.epsilon)
     }
 
     /// Builds the layer on `device`, or says why the configuration is invalid.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`validate`](Self::validate).
     pub fn try_init(&self, device: &Device) -> Result<GroupNorm, GroupNormError> {
         self.validate()?;
         let (gamma, beta) = if self.affine {

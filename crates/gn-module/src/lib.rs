@@ -9,8 +9,14 @@
 //! use gn_module::{GroupNorm, GroupNormConfig};
 //!
 //! let gn: GroupNorm = GroupNormConfig::new(32, 256).init(&device);
-//! let y = gn.forward(x); // x: [N, 256, H, W]
+//! let y = gn.forward(x); // x: [N, 256, *], any rank >= 2
 //! ```
+//!
+//! Every public entry checks its arguments in O(1) before any kernel runs: the `try_*` forms
+//! ([`try_group_norm`], [`GroupNorm::try_forward`], [`GroupNormConfig::try_init`],
+//! [`fused::forward_with_stats`]) return a [`GroupNormError`] naming what was wrong and what
+//! was expected, the others panic with its message, and so do the
+//! [backend ops](backend::GroupNormBackend) on every backend.
 //!
 //! Inputs with a large mean relative to their spread keep full precision (each group is shifted
 //! by one of its own values before any sum), f16 and bf16 inputs accumulate in f32, and a
@@ -29,6 +35,8 @@ mod error;
 mod functional;
 pub mod fused;
 mod module;
+#[doc(hidden)]
+pub mod probe;
 
 pub use activation::Activation;
 pub use config::GroupNormConfig;

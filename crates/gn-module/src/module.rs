@@ -62,20 +62,30 @@ impl GroupNorm {
     ///
     /// # Shapes
     ///
-    /// - input: `[batch_size, num_channels, *]`, rank 2 to 6 (rank 2 is `[batch_size,
-    ///   num_channels]`)
+    /// - input: `[batch_size, num_channels, *]` of any rank >= 2 (rank 2 is `[batch_size,
+    ///   num_channels]`; the axes after the channels are taken together), in the dtype of the
+    ///   layer's parameters
     /// - output: same as the input
     ///
     /// # Panics
     ///
-    /// Panics with a [`GroupNormError`] message if the input's rank is below 2 or its axis 1 is
-    /// not `num_channels`; see [`try_forward`](Self::try_forward).
+    /// Panics with a [`GroupNormError`] message where [`try_forward`](Self::try_forward)
+    /// returns an error.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         self.try_forward(input)
             .unwrap_or_else(|err| panic!("GroupNorm::forward: {err}"))
     }
 
-    /// Like [`forward`](Self::forward), but returns shape errors instead of panicking.
+    /// Like [`forward`](Self::forward), but returns invalid inputs as errors instead of
+    /// panicking.
+    ///
+    /// # Errors
+    ///
+    /// A [`GroupNormError`] when the input's rank is below 2, its axis 1 is not
+    /// `num_channels` or it is not a float tensor, when `gamma` or `beta` does not hold
+    /// `num_channels` values of the input's dtype, or when the layer's fields are invalid
+    /// (`num_groups` zero or not dividing `num_channels`, `epsilon` not finite and positive:
+    /// possible when they were set by hand).
     pub fn try_forward<const D: usize>(
         &self,
         input: Tensor<D>,

@@ -6,7 +6,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::{Bytes, DType, Element, Shape, bf16, f16};
 
 use super::{CpuElem, Order, View};
-use crate::backend::{GroupNormBackend, stats_dtype};
+use crate::backend::{GroupNormBackend, assert_backward_args, assert_forward_args, stats_dtype};
+use crate::probe::{self, Kernel, Path};
 
 impl GroupNormBackend for Flex {
     fn group_norm_forward(
@@ -17,10 +18,15 @@ impl GroupNormBackend for Flex {
         epsilon: f64,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert_forward_args(&x, &gamma, &beta, num_groups, epsilon, activation);
+        probe::hit(Kernel::Flex, Path::Forward);
         let (gamma, beta) = (to_f64(&gamma), to_f64(&beta));
         // Nothing else holds the input (inference): normalize it in place, no new buffer.
         let x = match forward_in_place(x, num_groups, &gamma, &beta, epsilon, activation) {
-            Ok(out) => return out,
+            Ok(out) => {
+                probe::hit(Kernel::Flex, Path::ForwardInPlace);
+                return out;
+            }
             Err(x) => x,
         };
         let x = readable(x);
@@ -45,17 +51,22 @@ impl GroupNormBackend for Flex {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
-        _mean: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
         rstd: FloatTensor<Self>,
         num_groups: usize,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert_backward_args(
+            &grad, &x, &gamma, &beta, &mean, &rstd, num_groups, activation,
+        );
+        probe::hit(Kernel::Flex, Path::Backward);
         let param_dtype = gamma.dtype();
         let (gamma, beta, rstd) = (to_f64(&gamma), to_f64(&beta), to_f64(&rstd));
         let grad = grad.cast_like(&x);
         let (x, grad) = same_order(readable(x), readable(grad));
         let grad = match backward_in_place(grad, &x, num_groups, &rstd, &gamma, &beta, activation) {
             Ok((dx, dgamma, dbeta)) => {
+                probe::hit(Kernel::Flex, Path::BackwardInPlace);
                 let c = dgamma.len();
                 return (
                     dx,

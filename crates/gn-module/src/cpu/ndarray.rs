@@ -9,7 +9,8 @@ use burn::backend::tensor::FloatTensor;
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
 
 use super::{CpuElem, Order, View};
-use crate::backend::GroupNormBackend;
+use crate::backend::{GroupNormBackend, assert_backward_args, assert_forward_args};
+use crate::probe::{self, Kernel, Path};
 
 impl GroupNormBackend for NdArray {
     fn group_norm_forward(
@@ -20,6 +21,8 @@ impl GroupNormBackend for NdArray {
         epsilon: f64,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert_forward_args(&x, &gamma, &beta, num_groups, epsilon, activation);
+        probe::hit(Kernel::NdArray, Path::Forward);
         let (gamma, beta) = (to_f64(gamma), to_f64(beta));
         macro_rules! run {
             ($storage:expr, $e:ty) => {{
@@ -37,6 +40,7 @@ impl GroupNormBackend for NdArray {
         // Nothing else holds the input (inference): normalize it in place, no new buffer.
         macro_rules! in_place {
             ($storage:expr, $e:ty) => {{
+                probe::hit(Kernel::NdArray, Path::ForwardInPlace);
                 let mut array = $storage.into_owned();
                 let shape = super::ncs(array.shape());
                 let data = array.as_slice_mut().expect("standard layout");
@@ -65,11 +69,15 @@ impl GroupNormBackend for NdArray {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
-        _mean: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
         rstd: FloatTensor<Self>,
         num_groups: usize,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert_backward_args(
+            &grad, &x, &gamma, &beta, &mean, &rstd, num_groups, activation,
+        );
+        probe::hit(Kernel::NdArray, Path::Backward);
         let (x, grad) = same_order(x, grad);
         let gamma_is_f64 = matches!(gamma, NdArrayTensor::F64(_));
         let (gamma, beta, rstd) = (to_f64(gamma), to_f64(beta), to_f64(rstd));
@@ -111,6 +119,7 @@ impl GroupNormBackend for NdArray {
         // Nothing else holds the output gradient (the usual case): write dx over it.
         macro_rules! in_place {
             ($xs:expr, $gs:expr, $e:ty) => {{
+                probe::hit(Kernel::NdArray, Path::BackwardInPlace);
                 let xa = $xs.view();
                 let mut array = $gs.into_owned();
                 let data = array.as_slice_mut().expect("standard layout");

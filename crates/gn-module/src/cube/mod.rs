@@ -29,7 +29,8 @@ use cubecl::prelude::*;
 
 use self::backward::backward;
 use self::forward::forward;
-use crate::backend::{GroupNormBackend, stats_dtype};
+use crate::backend::{GroupNormBackend, assert_backward_args, assert_forward_args, stats_dtype};
+use crate::probe::{self, Kernel, Path};
 
 impl GroupNormBackend for CubeBackend {
     fn group_norm_forward(
@@ -40,6 +41,8 @@ impl GroupNormBackend for CubeBackend {
         epsilon: f64,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert_forward_args(&x, &gamma, &beta, num_groups, epsilon, activation);
+        probe::hit(Kernel::Cube, Path::Forward);
         let stats = stats_dtype(x.dtype);
         let (y, mean, rstd) = forward(x, gamma, beta, num_groups, epsilon, activation);
         (y, to_dtype(mean, stats), to_dtype(rstd, stats))
@@ -50,11 +53,15 @@ impl GroupNormBackend for CubeBackend {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
-        _mean: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
         rstd: FloatTensor<Self>,
         num_groups: usize,
         activation: u32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        assert_backward_args(
+            &grad, &x, &gamma, &beta, &mean, &rstd, num_groups, activation,
+        );
+        probe::hit(Kernel::Cube, Path::Backward);
         backward(
             grad,
             x,

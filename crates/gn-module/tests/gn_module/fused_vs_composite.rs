@@ -219,7 +219,8 @@ fn in_place_agrees(backend: &str, device: &Device, shape: [usize; 4], dtype: DTy
             beta.clone(),
             1e-5,
             activation,
-        );
+        )
+        .expect("valid arguments");
         // In place: x is moved and nothing else holds it.
         let x_copy = tensor(&x_values, shape, device, dtype);
         let y_in_place = group_norm_with_activation(
@@ -296,7 +297,8 @@ fn channels_last_backend_ops_match_contiguous() {
                     beta.clone(),
                     1e-5,
                     Activation::None,
-                );
+                )
+                .expect("valid arguments");
                 let kinks = relu_kinks(&values(z));
                 for activation in [Activation::None, Activation::Relu, Activation::Silu] {
                     let mut reference: Option<[Vec<f64>; 4]> = None;
@@ -308,7 +310,8 @@ fn channels_last_backend_ops_match_contiguous() {
                             beta.clone(),
                             1e-5,
                             activation,
-                        );
+                        )
+                        .expect("valid arguments");
                         for (dy_layout, dy) in layouts(&dy_values) {
                             let (params, stats) = ([&gamma, &beta], [&mean, &rstd]);
                             let [mut dx, dg, db] =

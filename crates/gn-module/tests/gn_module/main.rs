@@ -3,6 +3,7 @@
 //! properties and records, on every backend compiled into the test build.
 
 mod common;
+mod dispatch;
 mod errors;
 mod fused_vs_composite;
 mod gradcheck;
