@@ -12,9 +12,17 @@ use crate::{Activation, GroupNorm, GroupNormError};
 /// Field for field the same as `burn::nn::GroupNormConfig`, plus an optional fused activation
 /// and the group-size form of [`from_group_size`](GroupNormConfig::from_group_size).
 ///
-/// ```rust,ignore
+/// ```rust
+/// # use burn::tensor::Device;
+/// # use gn_module::{GroupNormConfig, GroupNormError};
+/// # fn main() -> Result<(), GroupNormError> {
+/// # let device = Device::flex();
 /// let gn = GroupNormConfig::new(32, 256).with_epsilon(1e-5).init(&device);
 /// let gn = GroupNormConfig::from_group_size(16, 256).try_init(&device)?; // 16 groups
+/// assert_eq!(gn.num_groups, 16);
+/// assert!(GroupNormConfig::new(3, 256).try_init(&device).is_err()); // 256 % 3 != 0
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Config, Debug)]
 pub struct GroupNormConfig {

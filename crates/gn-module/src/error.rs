@@ -13,6 +13,7 @@ use burn::tensor::DType;
 /// Every message names the offending value and what was expected, so that it can be shown to a
 /// user as it is.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum GroupNormError {
     /// `num_groups` is zero.
     ZeroGroups,

@@ -5,11 +5,15 @@
 //!
 //! A drop-in replacement for `burn::nn::GroupNorm`: change the `use` line.
 //!
-//! ```rust,ignore
+//! ```rust
+//! use burn::tensor::{Device, Distribution, Tensor};
 //! use gn_module::{GroupNorm, GroupNormConfig};
 //!
+//! let device = Device::flex();
+//! let x = Tensor::<4>::random([2, 256, 7, 7], Distribution::Default, &device);
 //! let gn: GroupNorm = GroupNormConfig::new(32, 256).init(&device);
 //! let y = gn.forward(x); // x: [N, 256, *], any rank >= 2
+//! assert_eq!(y.dims(), [2, 256, 7, 7]);
 //! ```
 //!
 //! Every public entry checks its arguments in O(1) before any kernel runs: the `try_*` forms
