@@ -130,8 +130,8 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
         .expect("float data")
 }
 
-/// Largest `|a - b|` divided by the largest `|b|` (at least `floor`): a scale-aware error that
-/// does not blow up on entries near zero.
+/// Largest `|a - b|` divided by the largest `|b|` (at least 1e-12): a scale-aware error that
+/// does not blow up on entries near zero; infinite where only one side has a NaN.
 pub fn rel_err(actual: &[f64], expected: &[f64]) -> f64 {
     assert_eq!(actual.len(), expected.len(), "length mismatch");
     let scale = expected.iter().fold(1e-12f64, |m, v| m.max(v.abs()));

@@ -5,8 +5,10 @@
 mod common;
 mod dispatch;
 mod errors;
+mod f64_formulas;
 mod fused_vs_composite;
 mod gradcheck;
 mod parity;
 mod properties;
 mod records;
+mod reference;
