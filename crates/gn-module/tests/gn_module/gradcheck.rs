@@ -2,9 +2,8 @@
 //! kernels and composite path, with and without fused activations) against central
 //! differences of the forward pass.
 
-
-use burn::tensor::{DType, Device, Tensor};
 use crate::common::{assert_close, f64_devices, randn, tensor, values};
+use burn::tensor::{DType, Device, Tensor};
 use gn_module::{Activation, composite, group_norm_with_activation};
 
 const SHAPE: [usize; 4] = [2, 6, 2, 3];
