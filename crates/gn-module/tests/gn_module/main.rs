@@ -1,6 +1,8 @@
 //! gn-module's integration tests, in one binary (one link per change): PyTorch parity fixtures,
-//! finite-difference gradients, fused kernels against the composite reference, errors,
-//! properties and records, on every backend compiled into the test build.
+//! f64 formulas (forward and backward, bounds derived from each dtype's rounding),
+//! finite-difference gradients, fused kernels against the composite, a check that the fused
+//! kernels really ran, errors at every public entry, properties and records, on every backend
+//! compiled into the test build.
 
 mod common;
 mod dispatch;
