@@ -23,6 +23,7 @@ pub(super) fn forward<E: CpuElem>(
     epsilon: f64,
     activation: u32,
 ) -> Forward<E> {
+    super::assert_groups(x.c, num_groups, gamma, beta);
     let cpg = x.c / num_groups;
     let group_len = cpg * x.s;
     let numel = x.n * x.c * x.s;
@@ -64,6 +65,9 @@ pub(crate) fn forward_inplace<E: CpuElem>(
     activation: u32,
 ) -> (Vec<f64>, Vec<f64>) {
     let [_, c, s] = shape;
+    super::assert_groups(c, num_groups, gamma, beta);
+    let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    assert_eq!(numel, Some(data.len()), "data of shape {shape:?}");
     let cpg = c / num_groups;
     let group_len = cpg * s;
     let mut stats = vec![[0f64; 2]; shape[0] * num_groups];
@@ -230,6 +234,7 @@ pub(super) fn backward<E: CpuElem>(
     beta: &[f64],
     activation: u32,
 ) -> Backward<E> {
+    super::assert_groups(x.c, num_groups, gamma, beta);
     let cpg = x.c / num_groups;
     let group_len = cpg * x.s;
     let mut dx = uninit_vec::<E>(x.n * x.c * x.s);
@@ -276,6 +281,11 @@ pub(crate) fn backward_inplace<E: CpuElem>(
         Some(Order::ChannelsFirst),
         "in-place backward reads channels-first x"
     );
+    super::assert_groups(x.c, num_groups, gamma, beta);
+    let numel = [x.n, x.c, x.s]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    assert_eq!(numel, Some(dy_dx.len()), "dy of x's shape");
     let cpg = x.c / num_groups;
     let group_len = cpg * x.s;
     let mut sums = vec![[0f64; 2]; x.n * x.c];

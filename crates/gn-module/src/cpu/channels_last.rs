@@ -130,6 +130,7 @@ pub(super) fn forward<E: CpuElem>(
     epsilon: f64,
     activation: u32,
 ) -> Forward<E> {
+    super::assert_groups(x.c, num_groups, gamma, beta);
     let (c, cpg) = (x.c, x.c / num_groups);
     let tiling = Tiling::new(x);
     let shifts = shifts(x, cpg);
@@ -211,11 +212,12 @@ fn in_registers<E: CpuElem, const ACT: u32>() -> bool {
     (E::native(&[]).is_none() || ACT == rows::ACT_SILU) && super::simd::lanes_apply::<E>()
 }
 
-/// `values` as f32, for an element type the SIMD kernels take (whose arithmetic type is f32).
+/// `values` as f32, for an element type the SIMD kernels take (whose arithmetic type is f32);
+/// panics for any other (a check resolved at compile time), so the pointer reads f32.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn f32_ptr<R: Real>(values: &[R]) -> *const f32 {
-    debug_assert_eq!(core::any::TypeId::of::<R>(), core::any::TypeId::of::<f32>());
+    assert_eq!(core::any::TypeId::of::<R>(), core::any::TypeId::of::<f32>());
     values.as_ptr().cast()
 }
 
@@ -223,7 +225,7 @@ fn f32_ptr<R: Real>(values: &[R]) -> *const f32 {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn f32_mut<R: Real>(values: &mut [R]) -> *mut f32 {
-    debug_assert_eq!(core::any::TypeId::of::<R>(), core::any::TypeId::of::<f32>());
+    assert_eq!(core::any::TypeId::of::<R>(), core::any::TypeId::of::<f32>());
     values.as_mut_ptr().cast()
 }
 
@@ -243,8 +245,9 @@ pub(super) fn add_row_sums<E: CpuElem>(
         assert!(shifts.len() >= n && s1.len() >= n && s2.len() >= n);
         let (s1, s2) = (f32_mut(s1), f32_mut(s2));
         super::simd::with_lanes!(E, |L| {
-            // SAFETY: E is L (with_lanes) and the CPU has the features (lanes_apply); every
-            // slice holds n values (asserted), the sums are exclusively borrowed.
+            // SAFETY: E is L (with_lanes) and the CPU has AVX2, FMA and F16C (in_registers:
+            // lanes_apply); every slice holds n values (asserted), the sums are exclusively
+            // borrowed.
             unsafe {
                 super::simd::add_col_sums::<L>(row.as_ptr().cast(), f32_ptr(shifts), s1, s2, n)
             }
@@ -286,8 +289,9 @@ pub(super) fn normalize_row<E: CpuElem, const ACT: u32>(
         let coefs = [f32_ptr(shifts), f32_ptr(a), f32_ptr(b)];
         let dst = out.as_mut_ptr();
         super::simd::with_lanes!(E, |L| {
-            // SAFETY: E is L (with_lanes) and the CPU has the features (lanes_apply); the
-            // inputs hold n values (asserted) and `out`, exclusively borrowed, n slots.
+            // SAFETY: E is L (with_lanes) and the CPU has AVX2, FMA and F16C (in_registers:
+            // lanes_apply); the inputs hold n values (asserted) and `out`, exclusively
+            // borrowed, n slots.
             unsafe {
                 super::simd::normalize_cols::<L, ACT>(row.as_ptr().cast(), dst.cast(), n, coefs)
             }
@@ -319,6 +323,7 @@ pub(super) fn backward<E: CpuElem>(
     beta: &[f64],
     activation: u32,
 ) -> Backward<E> {
+    super::assert_groups(x.c, num_groups, gamma, beta);
     let (c, cpg) = (x.c, x.c / num_groups);
     let tiling = Tiling::new(x);
     let shifts = shifts(x, cpg);
@@ -468,8 +473,9 @@ multiversion! {
                 let sums = [f32_mut(&mut p), f32_mut(&mut q), f32_mut(&mut t)];
                 let coefs = [f32_ptr(shifts), f32_ptr(a), f32_ptr(b)];
                 super::simd::with_lanes!(E, |L| {
-                    // SAFETY: E is L (with_lanes), the CPU has the features (in_registers);
-                    // every slice holds c values (asserted), the sums are this task's.
+                    // SAFETY: E is L (with_lanes), the CPU has AVX2, FMA and F16C
+                    // (in_registers: lanes_apply); every slice holds c values (asserted), the
+                    // sums are this task's.
                     unsafe {
                         let (xp, gp) = (xr.as_ptr().cast::<L>(), gr.as_ptr().cast::<L>());
                         super::simd::backward_col_sums::<L, ACT>(xp, gp, c, coefs, sums)
@@ -530,8 +536,9 @@ multiversion! {
                 let coefs = [shifts, a, b, cx, c0].map(f32_ptr);
                 let dst = out_row.as_mut_ptr();
                 super::simd::with_lanes!(E, |L| {
-                    // SAFETY: E is L (with_lanes), the CPU has the features (in_registers);
-                    // every slice holds c values (asserted), `out_row` is this task's.
+                    // SAFETY: E is L (with_lanes), the CPU has AVX2, FMA and F16C
+                    // (in_registers: lanes_apply); every slice holds c values (asserted),
+                    // `out_row` is this task's.
                     unsafe {
                         let (xp, gp) = (xr.as_ptr().cast::<L>(), gr.as_ptr().cast::<L>());
                         super::simd::backward_apply_cols::<L, ACT>(xp, gp, dst.cast(), c, coefs)

@@ -6,6 +6,7 @@
 //! blocks small enough for L2 yet wide enough at each position to keep memory busy, so few
 //! positions ([`groups_per_task`]); the position-block kernels take the rest.
 
+use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::ops::Range;
 
@@ -43,14 +44,63 @@ pub(super) fn groups_per_task<E>(x: &View<'_, E>, num_groups: usize) -> Option<u
         .then_some(per_task)
 }
 
-/// The output, shared by tasks that write disjoint parts of it.
-#[derive(Clone, Copy)]
-struct Out<E>(*mut MaybeUninit<E>);
+/// Exclusive access to the channels `c0..c0 + width` of every position of one sample of a
+/// dense `[N, S, C]` output: a strided block, which slices cannot express. Only
+/// [`column_blocks`] makes them, disjoint and in bounds, so writing through one is sound.
+struct ColumnBlock<'a, E> {
+    /// Position 0's first channel of the block.
+    ptr: *mut MaybeUninit<E>,
+    positions: usize,
+    /// `C`: elements from one position to the next.
+    stride: usize,
+    width: usize,
+    _out: PhantomData<&'a mut [MaybeUninit<E>]>,
+}
 
-// SAFETY: the tasks write disjoint elements (each its own channels of each position).
-unsafe impl<E: Send> Send for Out<E> {}
-// SAFETY: as above; nothing reads through the pointer.
-unsafe impl<E: Send> Sync for Out<E> {}
+// SAFETY: a block is a set of `&mut` elements no other block holds; sending it sends them.
+unsafe impl<E: Send> Send for ColumnBlock<'_, E> {}
+
+impl<E> ColumnBlock<'_, E> {
+    /// The block's channels at position `s`.
+    #[inline(always)]
+    fn row(&mut self, s: usize) -> &mut [MaybeUninit<E>] {
+        assert!(s < self.positions, "position {s} of {}", self.positions);
+        // SAFETY: column_blocks made the block inside the output (position s of this sample:
+        // `width` elements from `s * stride`), and no other block holds these elements.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(s * self.stride), self.width) }
+    }
+}
+
+/// `out`, `[N, S, C]` with `S = positions`, cut into the blocks of `width` channels (the last
+/// one of a sample narrower when `width` does not divide `C`) of each sample: sample by sample,
+/// channel block by channel block.
+fn column_blocks<E>(
+    out: &mut [MaybeUninit<E>],
+    [n, positions, c]: [usize; 3],
+    width: usize,
+) -> Vec<ColumnBlock<'_, E>> {
+    assert!(width > 0, "blocks of no channels");
+    let sample = positions.checked_mul(c).expect("output size");
+    assert_eq!(
+        Some(out.len()),
+        sample.checked_mul(n),
+        "an [N, S, C] output"
+    );
+    let base = out.as_mut_ptr();
+    (0..n)
+        .flat_map(|b| (0..c).step_by(width).map(move |c0| (b, c0)))
+        .map(|(b, c0)| ColumnBlock {
+            // Row s of the block: `(b * S + s) * C + c0 + 0..width`, inside sample b's
+            // `b * S * C..(b + 1) * S * C` for s < S (a pointer computed without `add`: it
+            // is not dereferenced when S is 0).
+            ptr: base.wrapping_add(b * sample + c0),
+            positions,
+            stride: c,
+            width: width.min(c - c0),
+            _out: PhantomData,
+        })
+        .collect()
+}
 
 /// The forward pass of a channels-last `x` in tasks of `per_task` groups of one sample.
 pub(super) fn forward<E: CpuElem>(
@@ -62,11 +112,14 @@ pub(super) fn forward<E: CpuElem>(
     epsilon: f64,
     activation: u32,
 ) -> Forward<E> {
+    super::assert_groups(x.c, num_groups, gamma, beta);
+    assert!(per_task > 0, "groups per task");
     let cpg = x.c / num_groups;
     let mut y = uninit_vec::<E>(x.n * x.s * x.c);
-    let out = Out(y.as_mut_ptr());
     // Per (n, g): [mean, rstd].
     let mut stats = vec![[0f64; 2]; x.n * num_groups];
+    let blocks = column_blocks(&mut y, [x.n, x.s, x.c], per_task * cpg);
+    // Blocks and stats chunks both go sample by sample, per_task groups at a time (C = G cpg).
     let tasks: Vec<_> = stats
         .chunks_mut(num_groups)
         .enumerate()
@@ -76,23 +129,25 @@ pub(super) fn forward<E: CpuElem>(
                 .enumerate()
                 .map(move |(b, stats)| (n, b * per_task * cpg, stats))
         })
+        .zip(blocks)
         .collect();
     let bytes = x.n * x.c * x.s * size_of::<E>();
-    for_each_task(tasks, 1, bytes, |_, (n, c0, stats)| {
+    for_each_task(tasks, 1, bytes, |_, ((n, c0, stats), out)| {
         let channels = c0..c0 + stats.len() * cpg;
         with_activation!(
             activation,
             block_task::<E>(x, n, channels, cpg, gamma, beta, epsilon, out, stats)
         );
     });
-    // SAFETY: the tasks cover every channel of every position of every sample.
+    // SAFETY: the blocks cover every channel of every position of every sample, and each
+    // task wrote its block at every position.
     let y = unsafe { assume_init(y) };
     Forward::from_group_stats(y, stats, Order::ChannelsLast)
 }
 
 multiversion! {
     /// Statistics of the groups of `channels` in sample `n` into `stats`, then
-    /// `y = act((x - shift) a + b)` for those channels at every position.
+    /// `y = act((x - shift) a + b)` for those channels at every position, into `out`.
     fn block_task<E: CpuElem, const ACT: u32>(
         x: &View<'_, E>,
         n: usize,
@@ -101,10 +156,12 @@ multiversion! {
         gamma: &[f64],
         beta: &[f64],
         epsilon: f64,
-        out: Out<E>,
+        out: ColumnBlock<'_, E>,
         stats: &mut [[f64; 2]],
     ) {
         let (c0, len) = (channels.start, channels.len());
+        assert!(out.width == len && out.positions == x.s, "the block of `channels`");
+        let mut out = out;
         let row = |s: usize| &x.position(n, s)[c0..c0 + len];
         // Each group is shifted by its first value (see the module docs of `cpu`).
         let shifts: Vec<E::Real> = (0..len)
@@ -139,12 +196,7 @@ multiversion! {
             }
         }
         for s in 0..x.s {
-            // SAFETY: `y` holds `[N, S, C]` values; this task alone writes the channels
-            // `channels` of position `s` of sample `n`.
-            let dst = unsafe {
-                core::slice::from_raw_parts_mut(out.0.add((n * x.s + s) * x.c + c0), len)
-            };
-            normalize_row::<E, ACT>(row(s), &shifts, &a, &b, dst);
+            normalize_row::<E, ACT>(row(s), &shifts, &a, &b, out.row(s));
         }
     }
 }

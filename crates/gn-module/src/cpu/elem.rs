@@ -67,6 +67,9 @@ impl Real for f64 {
 
 /// A tensor element the CPU kernels read and write.
 ///
+/// Implemented for f32, f64, f16 and bf16 only: floats without padding bytes, which the
+/// transposes of [`super::transpose`] move as raw bits.
+///
 /// f32 and f64 are computed on in place ([`native`](CpuElem::native)); f16 and bf16 are widened
 /// a piece at a time into stack buffers ([`widen_piece`](CpuElem::widen_piece)). The
 /// [`read_chunks`] family of macros picks the path and runs the loops without closures.
@@ -146,11 +149,17 @@ macro_rules! read2_chunks {
 }
 
 /// Runs `$body` with `$chunk` the widened values of `$src` and `$out` the matching piece of
-/// `$dst` (which `$body` must write entirely).
+/// `$dst`, which must have `$src`'s length (asserted).
+///
+/// `$body` must write every element of `$out`: for narrow types the macro reads them back to
+/// narrow them (and callers take the whole output as written). Every use here writes through
+/// equal-length slices or panics.
 macro_rules! write_chunks {
-    ($e:ty, $src:expr, $dst:expr, |$chunk:ident, $out:ident| $body:expr) => {
-        match <$e as $crate::cpu::elem::CpuElem>::native($src) {
-            Some($chunk) => match <$e as $crate::cpu::elem::CpuElem>::native_out($dst) {
+    ($e:ty, $src:expr, $dst:expr, |$chunk:ident, $out:ident| $body:expr) => {{
+        let (src, dst): (&[$e], &mut [core::mem::MaybeUninit<$e>]) = ($src, $dst);
+        assert_eq!(src.len(), dst.len(), "output piece of the input's length");
+        match <$e as $crate::cpu::elem::CpuElem>::native(src) {
+            Some($chunk) => match <$e as $crate::cpu::elem::CpuElem>::native_out(dst) {
                 Some($out) => {
                     $body;
                 }
@@ -161,32 +170,38 @@ macro_rules! write_chunks {
                     $crate::cpu::elem::piece_buf::<$e>(),
                     $crate::cpu::elem::piece_buf::<$e>(),
                 );
-                let pieces = $src
+                let pieces = src
                     .chunks($crate::cpu::elem::CHUNK)
-                    .zip($dst.chunks_mut($crate::cpu::elem::CHUNK));
+                    .zip(dst.chunks_mut($crate::cpu::elem::CHUNK));
                 for (ps, pd) in pieces {
                     let $chunk = <$e as $crate::cpu::elem::CpuElem>::widen_piece(ps, &mut buf_in);
                     {
                         let $out = &mut buf_out[..ps.len()];
                         $body;
                     }
-                    // SAFETY: `$body` wrote its whole output piece.
+                    // SAFETY: `$body` wrote its whole output piece (the macro's contract).
                     let out = unsafe { $crate::cpu::elem::assume_init_ref(&buf_out[..ps.len()]) };
                     <$e as $crate::cpu::elem::CpuElem>::narrow_piece(out, pd);
                 }
             }
         }
-    };
+    }};
 }
 
-/// [`write_chunks`] reading two slices.
+/// [`write_chunks`] reading two slices (all three of one length, asserted; the same contract
+/// on `$body`).
 macro_rules! write2_chunks {
-    ($e:ty, $a:expr, $b:expr, $dst:expr, |$ca:ident, $cb:ident, $out:ident| $body:expr) => {
+    ($e:ty, $a:expr, $b:expr, $dst:expr, |$ca:ident, $cb:ident, $out:ident| $body:expr) => {{
+        let (a, b, dst): (&[$e], &[$e], &mut [core::mem::MaybeUninit<$e>]) = ($a, $b, $dst);
+        assert!(
+            a.len() == b.len() && b.len() == dst.len(),
+            "pieces of one length"
+        );
         match (
-            <$e as $crate::cpu::elem::CpuElem>::native($a),
-            <$e as $crate::cpu::elem::CpuElem>::native($b),
+            <$e as $crate::cpu::elem::CpuElem>::native(a),
+            <$e as $crate::cpu::elem::CpuElem>::native(b),
         ) {
-            (Some($ca), Some($cb)) => match <$e as $crate::cpu::elem::CpuElem>::native_out($dst) {
+            (Some($ca), Some($cb)) => match <$e as $crate::cpu::elem::CpuElem>::native_out(dst) {
                 Some($out) => {
                     $body;
                 }
@@ -198,10 +213,10 @@ macro_rules! write2_chunks {
                     $crate::cpu::elem::piece_buf::<$e>(),
                     $crate::cpu::elem::piece_buf::<$e>(),
                 );
-                let pieces = $a
+                let pieces = a
                     .chunks($crate::cpu::elem::CHUNK)
-                    .zip($b.chunks($crate::cpu::elem::CHUNK))
-                    .zip($dst.chunks_mut($crate::cpu::elem::CHUNK));
+                    .zip(b.chunks($crate::cpu::elem::CHUNK))
+                    .zip(dst.chunks_mut($crate::cpu::elem::CHUNK));
                 for ((pa, pb), pd) in pieces {
                     let $ca = <$e as $crate::cpu::elem::CpuElem>::widen_piece(pa, &mut buf_a);
                     let $cb = <$e as $crate::cpu::elem::CpuElem>::widen_piece(pb, &mut buf_b);
@@ -209,13 +224,13 @@ macro_rules! write2_chunks {
                         let $out = &mut buf_out[..pa.len()];
                         $body;
                     }
-                    // SAFETY: `$body` wrote its whole output piece.
+                    // SAFETY: `$body` wrote its whole output piece (the macro's contract).
                     let out = unsafe { $crate::cpu::elem::assume_init_ref(&buf_out[..pa.len()]) };
                     <$e as $crate::cpu::elem::CpuElem>::narrow_piece(out, pd);
                 }
             }
         }
-    };
+    }};
 }
 
 /// An uninitialized buffer for one widened piece (no time spent zeroing it).
@@ -351,7 +366,7 @@ impl Half for f16 {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
         if super::simd::lanes_apply::<Self>() {
-            // SAFETY: the CPU has AVX2 and F16C (lanes_apply); lengths are equal.
+            // SAFETY: the CPU has AVX2 and F16C (lanes_apply: simd_level).
             return unsafe { lanes::widen(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
@@ -364,7 +379,7 @@ impl Half for f16 {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
         if super::simd::lanes_apply::<Self>() {
-            // SAFETY: the CPU has AVX2 and F16C (lanes_apply); lengths are equal.
+            // SAFETY: the CPU has AVX2 and F16C (lanes_apply: simd_level).
             return unsafe { lanes::narrow(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
@@ -379,7 +394,7 @@ impl Half for bf16 {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
         if super::simd::lanes_apply::<Self>() {
-            // SAFETY: the CPU has AVX2 and F16C (lanes_apply); lengths are equal.
+            // SAFETY: the CPU has AVX2 and F16C (lanes_apply: simd_level).
             return unsafe { lanes::widen(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
@@ -392,7 +407,7 @@ impl Half for bf16 {
         assert_eq!(src.len(), dst.len());
         #[cfg(target_arch = "x86_64")]
         if super::simd::lanes_apply::<Self>() {
-            // SAFETY: the CPU has AVX2 and F16C (lanes_apply); lengths are equal.
+            // SAFETY: the CPU has AVX2 and F16C (lanes_apply: simd_level).
             return unsafe { lanes::narrow(src, dst) };
         }
         for (d, s) in dst.iter_mut().zip(src) {
@@ -422,16 +437,20 @@ mod lanes {
 
     use super::super::simd::Lanes;
 
-    /// # Safety
+    /// `dst[i] = src[i]` as f32.
     ///
-    /// The CPU must support AVX2 and F16C; `src` and `dst` must have the same length.
+    /// # Panics
+    ///
+    /// If the lengths differ.
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn widen<T: Lanes>(src: &[T], dst: &mut [MaybeUninit<f32>]) {
+    pub(super) fn widen<T: Lanes>(src: &[T], dst: &mut [MaybeUninit<f32>]) {
+        assert_eq!(src.len(), dst.len());
         let n = src.len();
         let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr().cast::<f32>());
         let mut i = 0;
-        // SAFETY: every access is below `n`; the CPU features are the caller's contract.
+        // SAFETY: every access is below `n`, both slices' length; the CPU features are this
+        // function's.
         unsafe {
             while i + 8 <= n {
                 f32::store(dp.add(i), T::load(sp.add(i)));
@@ -443,16 +462,20 @@ mod lanes {
         }
     }
 
-    /// # Safety
+    /// `dst[i] = src[i]` rounded to `T`.
     ///
-    /// The CPU must support AVX2 and F16C; `src` and `dst` must have the same length.
+    /// # Panics
+    ///
+    /// If the lengths differ.
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn narrow<T: Lanes>(src: &[f32], dst: &mut [MaybeUninit<T>]) {
+    pub(super) fn narrow<T: Lanes>(src: &[f32], dst: &mut [MaybeUninit<T>]) {
+        assert_eq!(src.len(), dst.len());
         let n = src.len();
         let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr().cast::<T>());
         let mut i = 0;
-        // SAFETY: every access is below `n`; the CPU features are the caller's contract.
+        // SAFETY: every access is below `n`, both slices' length; the CPU features are this
+        // function's.
         unsafe {
             while i + 8 <= n {
                 T::store(dp.add(i), f32::load(sp.add(i)));

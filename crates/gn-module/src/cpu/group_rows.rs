@@ -77,7 +77,8 @@ pub(crate) fn shifted_sums<T: 'static, const ACT: u32>(
     let mut acc = [0f64; 2];
     #[cfg(target_arch = "x86_64")]
     with_lanes!(T, |L| {
-        // SAFETY: T is L (with_lanes); applies() checked the CPU.
+        // SAFETY: T is L (with_lanes), so `run` holds as many L; the CPU has AVX2, FMA and
+        // F16C (applies: lanes_apply).
         unsafe {
             let run = core::slice::from_raw_parts(run.as_ptr().cast::<L>(), run.len());
             super::simd::shifted_sums::<L>(run, k as f32, &mut acc)
@@ -108,13 +109,19 @@ unsafe fn normalize<T: 'static, const ACT: u32>(
     if !applies::<T, ACT>(s) {
         return false;
     }
-    assert_eq!(len, gamma.len() * s, "a group's rows and channels");
+    // Checked: a product that wrapped could match `len` and send the rows past it.
+    assert_eq!(
+        Some(len),
+        gamma.len().checked_mul(s),
+        "a group's rows and channels"
+    );
     #[cfg(target_arch = "x86_64")]
     with_lanes!(T, |L| {
         let (src, dst, k) = (src.cast::<L>(), dst.cast::<L>(), k as f32);
         batches!(gamma, beta, mean_d, rstd, |j0, a, b| {
-            // SAFETY: applies() checked T (L) and the CPU; the batch's rows are within the
-            // len values (asserted) that the caller vouches for.
+            // SAFETY: T is L (with_lanes); the CPU has AVX2, FMA and F16C (applies:
+            // lanes_apply); the batch's rows are within the len values (asserted) that the
+            // caller vouches for, a and b one per row.
             unsafe {
                 let (src, dst) = (src.add(j0 * s), dst.add(j0 * s));
                 if s <= MAX_ROW {
@@ -184,15 +191,18 @@ pub(crate) fn backward_sums<T: 'static, const ACT: u32>(
     if !applies::<T, ACT>(s) {
         return None;
     }
-    assert!(x.len() == gamma.len() * s && dy.len() == x.len() && sums.len() == gamma.len());
+    // Checked: a product that wrapped could match and send the rows past x and dy.
+    let rows_fit = gamma.len().checked_mul(s) == Some(x.len());
+    assert!(rows_fit && dy.len() == x.len() && sums.len() == gamma.len());
     let mut total = 0.0;
     #[cfg(target_arch = "x86_64")]
     with_lanes!(T, |L| {
         let (x, dy, k) = (x.as_ptr().cast::<L>(), dy.as_ptr().cast::<L>(), k as f32);
         batches!(gamma, beta, mean_d, rstd, |j0, a, b| {
             let sums = &mut sums[j0..j0 + a.len()];
-            // SAFETY: applies() checked T (L) and the CPU; the batch's rows are within x and
-            // dy (asserted).
+            // SAFETY: T is L (with_lanes); the CPU has AVX2, FMA and F16C (applies:
+            // lanes_apply); the batch's rows are within x and dy (asserted), a, b and sums one
+            // per row.
             unsafe {
                 let (x, dy) = (x.add(j0 * s), dy.add(j0 * s));
                 if s <= MAX_ROW {
@@ -238,14 +248,20 @@ unsafe fn backward_apply<T: 'static, const ACT: u32>(
     if !applies::<T, ACT>(s) {
         return false;
     }
-    assert_eq!(x.len(), gamma.len() * s, "a group's rows and channels");
+    // Checked, as in `normalize`.
+    assert_eq!(
+        Some(x.len()),
+        gamma.len().checked_mul(s),
+        "a group's rows and channels"
+    );
     #[cfg(target_arch = "x86_64")]
     with_lanes!(T, |L| {
         let (x, dy, dx) = (x.as_ptr().cast::<L>(), dy.cast::<L>(), dx.cast::<L>());
         let coefs = [k, cx, c0].map(|v| v as f32);
         batches!(gamma, beta, mean_d, rstd, |j0, a, b| {
-            // SAFETY: applies() checked T (L) and the CPU; the batch's rows are within x
-            // (asserted) and the x.len() values of dy and dx the caller vouches for.
+            // SAFETY: T is L (with_lanes); the CPU has AVX2, FMA and F16C (applies:
+            // lanes_apply); the batch's rows are within x (asserted) and the x.len() values of
+            // dy and dx the caller vouches for, a and b one per row.
             unsafe {
                 let (x, dy, dx) = (x.add(j0 * s), dy.add(j0 * s), dx.add(j0 * s));
                 if s <= MAX_ROW {

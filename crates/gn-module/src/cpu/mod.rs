@@ -14,26 +14,100 @@
 //! point for values of similar magnitude), sums are blocked in the element's arithmetic type and
 //! accumulated in f64, so inputs with `|mean| / std` of 1e5 keep full precision. f16 and bf16 are
 //! computed in f32; f64 in f64.
+//!
+//! CPU features: on x86-64 with AVX2, FMA and F16C the kernels run code compiled for those
+//! instructions (hand-written in [`simd`] and [`simd_rows`], and the `multiversion!` functions);
+//! elsewhere, portable code compiled for the baseline target. [`simd_level`] detects the
+//! features once per process and every dispatch asks it. Setting the environment variable
+//! `GN_BURN_CPU_BASELINE=1` makes it answer [`SimdLevel::Baseline`] whatever the CPU, so that
+//! every kernel takes the portable path: to compare the two paths, or to test the portable one
+//! on a machine with AVX2. The variable is read at the first kernel call of the process; later
+//! changes have no effect.
 
+// Every unsafe block of the kernels states why it is sound (the backend adapters, flex.rs and
+// ndarray.rs, are not held to the lint yet).
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod channels_first;
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod channels_last;
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod channels_last_blocks;
+#[warn(clippy::undocumented_unsafe_blocks)]
 pub(crate) mod elem;
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod group_rows;
+#[cfg(test)]
+#[warn(clippy::undocumented_unsafe_blocks)]
+mod memcheck_cases;
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod rows;
 #[cfg(target_arch = "x86_64")]
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod simd;
 #[cfg(target_arch = "x86_64")]
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod simd_rows;
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod tasks;
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod transpose;
 
 pub(crate) use channels_first::{backward_inplace, forward_inplace, inplace_supported};
 pub(crate) use elem::CpuElem;
 pub(crate) use transpose::channels_first_copy;
 
-/// Generates a function that runs its body compiled for AVX2, FMA and F16C when the CPU has them
-/// (detected at run time) and for the baseline target otherwise.
+/// The environment variable that forces the portable kernels (see the module docs).
+pub(crate) const BASELINE_VAR: &str = "GN_BURN_CPU_BASELINE";
+
+/// The instruction set the kernels' runtime dispatches choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SimdLevel {
+    /// Portable code compiled for the baseline target.
+    Baseline,
+    /// x86-64 code compiled for AVX2, FMA and F16C.
+    Avx2,
+}
+
+/// The instruction set of every runtime dispatch in the kernels: [`SimdLevel::Avx2`] on an
+/// x86-64 CPU with AVX2, FMA and F16C unless `GN_BURN_CPU_BASELINE` is `1`, else
+/// [`SimdLevel::Baseline`]. Decided once per process, at the first call.
+///
+/// The kernels' `unsafe` calls into `#[target_feature]` code rely on this: it answers `Avx2`
+/// only where all three features were detected.
+#[inline]
+pub(crate) fn simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let forced = std::env::var_os(BASELINE_VAR).is_some_and(|v| v == "1");
+        #[cfg(target_arch = "x86_64")]
+        if !forced
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            return SimdLevel::Avx2;
+        }
+        let _ = forced;
+        SimdLevel::Baseline
+    })
+}
+
+/// `multiversion!` functions run per [`SimdLevel`] (test builds only): lets tests check which
+/// path ran.
+#[cfg(test)]
+pub(crate) static DISPATCHED: [std::sync::atomic::AtomicUsize; 2] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 2];
+
+/// Counts a `multiversion!` call on `level`'s path in test builds; nothing otherwise.
+#[inline(always)]
+pub(crate) fn note_dispatch(level: SimdLevel) {
+    #[cfg(test)]
+    DISPATCHED[level as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = level;
+}
+
+/// Generates a function that runs its body compiled for AVX2, FMA and F16C when
+/// [`simd_level`] says so, and for the baseline target otherwise.
 macro_rules! multiversion {
     (
         $(#[$meta:meta])*
@@ -51,17 +125,16 @@ macro_rules! multiversion {
             {
                 #[target_feature(enable = "avx2,fma,f16c")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2<E: CpuElem, const ACT: u32>($($arg: $ty),*) $(-> $ret)? {
+                fn avx2<E: CpuElem, const ACT: u32>($($arg: $ty),*) $(-> $ret)? {
                     body::<E, ACT>($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                    && std::arch::is_x86_feature_detected!("f16c")
-                {
-                    // SAFETY: the CPU was just checked to support the enabled features.
+                if $crate::cpu::simd_level() == $crate::cpu::SimdLevel::Avx2 {
+                    $crate::cpu::note_dispatch($crate::cpu::SimdLevel::Avx2);
+                    // SAFETY: simd_level() answers Avx2 only on CPUs with AVX2, FMA and F16C.
                     return unsafe { avx2::<E, ACT>($($arg),*) };
                 }
             }
+            $crate::cpu::note_dispatch($crate::cpu::SimdLevel::Baseline);
             body::<E, ACT>($($arg),*)
         }
     };
@@ -135,6 +208,15 @@ impl<'a, E> View<'a, E> {
         self.offset + n * self.sn + c * self.sc + s * self.ss
     }
 
+    /// [`index`](Self::index) without overflow, `None` where it would overflow: for code that
+    /// bounds raw-pointer accesses by it (`index` wraps in release builds).
+    pub fn checked_index(&self, n: usize, c: usize, s: usize) -> Option<usize> {
+        let steps = [(n, self.sn), (c, self.sc), (s, self.ss)];
+        steps.into_iter().try_fold(self.offset, |acc, (i, stride)| {
+            acc.checked_add(i.checked_mul(stride)?)
+        })
+    }
+
     /// The order this view can be read in without a copy, if any.
     pub fn order(&self) -> Option<Order> {
         if self.ss == 1 || self.s == 1 {
@@ -181,6 +263,20 @@ pub(crate) fn view<'a, E>(
         ss,
     };
     view.order().map(|_| view)
+}
+
+/// Panics unless `num_groups` divides `c` and `gamma` and `beta` hold `c` values: the
+/// kernels' tasks then cover every value of the outputs they allocate uninitialized, which
+/// their `assume_init` relies on.
+pub(crate) fn assert_groups(c: usize, num_groups: usize, gamma: &[f64], beta: &[f64]) {
+    assert!(
+        num_groups > 0 && c.is_multiple_of(num_groups),
+        "{num_groups} groups do not divide {c} channels"
+    );
+    assert!(
+        gamma.len() == c && beta.len() == c,
+        "gamma and beta must hold the {c} channels' values"
+    );
 }
 
 /// Outputs of the forward kernel.
@@ -363,6 +459,64 @@ pub(crate) fn dense_strides(shape: &[usize], order: Order) -> Vec<usize> {
         }
     }
     strides
+}
+
+#[cfg(test)]
+mod dispatch_tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    /// The level this process must run at: what the CPU has, unless the variable forces the
+    /// baseline. (Tests cannot set the variable: it is read once, by whichever test calls a
+    /// kernel first, so `.ci/memcheck.sh` runs the tests with and without it.)
+    fn expected_level() -> SimdLevel {
+        let forced = std::env::var(BASELINE_VAR).as_deref() == Ok("1");
+        #[cfg(target_arch = "x86_64")]
+        let cpu = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c");
+        #[cfg(not(target_arch = "x86_64"))]
+        let cpu = false;
+        if cpu && !forced {
+            SimdLevel::Avx2
+        } else {
+            SimdLevel::Baseline
+        }
+    }
+
+    /// The dispatch follows the CPU and `GN_BURN_CPU_BASELINE`: a kernel call runs its
+    /// `multiversion!` functions on the expected path, no test of this process has run one on
+    /// the other, and the hand-written SIMD kernels apply exactly when the level is AVX2.
+    #[test]
+    fn dispatch_follows_the_cpu_and_the_baseline_switch() {
+        let level = expected_level();
+        assert_eq!(simd_level(), level);
+        // For .ci/memcheck.sh, which checks that valgrind let the AVX2 path run.
+        println!("CPU kernels dispatch to {level:?}");
+        let other = match level {
+            SimdLevel::Avx2 => SimdLevel::Baseline,
+            SimdLevel::Baseline => SimdLevel::Avx2,
+        };
+        let runs = |l: SimdLevel| DISPATCHED[l as usize].load(Ordering::Relaxed);
+        let before = runs(level);
+        let data: Vec<f32> = (0..2 * 4 * 9).map(|i| (i % 7) as f32).collect();
+        let x = view(&data, 0, &[2, 4, 9], &[36, 9, 1]).expect("a channels-first view");
+        let out = forward(&x, 2, &[1.0; 4], &[0.0; 4], 1e-5, rows::ACT_NONE);
+        assert_eq!(out.y.len(), data.len());
+        assert!(
+            runs(level) > before,
+            "the forward ran on the {level:?} path"
+        );
+        assert_eq!(runs(other), 0, "nothing ran on the {other:?} path");
+        #[cfg(target_arch = "x86_64")]
+        {
+            let simd = level == SimdLevel::Avx2;
+            assert_eq!(simd::lanes_apply::<f32>(), simd);
+            assert_eq!(simd::lanes_apply::<half::bf16>(), simd);
+            assert!(!simd::lanes_apply::<f64>());
+        }
+    }
 }
 
 #[cfg(feature = "flex")]

@@ -79,8 +79,12 @@ fn to_f32<R: Real>(v: R) -> f32 {
 
 /// [`normalize`] over `n` values through [`super::simd::normalize`] when that applies (f32
 /// on AVX2, `n >= 8`); `dst` may be `src`. Returns whether it ran.
+///
+/// # Safety
+///
+/// `src` is valid for `n` reads and `dst` for `n` writes, and they are the same or disjoint.
 #[inline(always)]
-fn simd_normalize<R: Real, const ACT: u32>(
+unsafe fn simd_normalize<R: Real, const ACT: u32>(
     src: *const R,
     dst: *mut R,
     n: usize,
@@ -92,8 +96,8 @@ fn simd_normalize<R: Real, const ACT: u32>(
     if as_f32_simd::<R>(&[]).is_some() {
         let (k, a, b) = (to_f32(k), to_f32(a), to_f32(b));
         let (src, dst) = (src.cast::<f32>(), dst.cast::<f32>());
-        // SAFETY: R is f32 and the CPU has AVX2 and FMA (as_f32_simd); the callers pass
-        // slices of n values, the same or disjoint.
+        // SAFETY: R is f32 and the CPU has AVX2, FMA and F16C (as_f32_simd: lanes_apply);
+        // the pointers as this function's contract says.
         return unsafe { super::simd::normalize::<f32, ACT>(src, dst, n, k, a, b) };
     }
     let _ = (src, dst, n, k, a, b);
@@ -101,9 +105,14 @@ fn simd_normalize<R: Real, const ACT: u32>(
 }
 
 /// The backward's elementwise pass through [`super::simd::backward_apply`] when that applies
-/// (as for [`simd_normalize`]); `dx` (as long as `x`) may be `dy`. Returns whether it ran.
+/// (as for [`simd_normalize`]); `dx` may be `dy`. Returns whether it ran.
+///
+/// # Safety
+///
+/// `dy` is valid for `x.len()` reads and `dx` for `x.len()` writes; `dx` is `dy` or disjoint
+/// from both inputs.
 #[inline(always)]
-fn simd_backward_apply<R: Real, const ACT: u32>(
+unsafe fn simd_backward_apply<R: Real, const ACT: u32>(
     x: &[R],
     dy: *const R,
     dx: *mut R,
@@ -113,8 +122,8 @@ fn simd_backward_apply<R: Real, const ACT: u32>(
     if as_f32_simd(x).is_some() {
         let (c, n) = (coefs.map(to_f32), x.len());
         let (x, dy, dx) = (x.as_ptr().cast::<f32>(), dy.cast::<f32>(), dx.cast::<f32>());
-        // SAFETY: R is f32 and the CPU has AVX2 and FMA (as_f32_simd); the callers pass dy and
-        // dx of x's length, dx the same as dy or disjoint from both inputs.
+        // SAFETY: R is f32 and the CPU has AVX2, FMA and F16C (as_f32_simd: lanes_apply);
+        // dy and dx as this function's contract says.
         return unsafe { super::simd::backward_apply::<f32, ACT>(x, dy, dx, n, c) };
     }
     let _ = (x, dy, dx, coefs);
@@ -150,7 +159,7 @@ pub(crate) use row_pieces;
 pub(crate) fn shifted_sums<R: Real>(row: &[R], k: R, acc: &mut [f64; 2]) {
     #[cfg(target_arch = "x86_64")]
     if let Some(row) = as_f32_simd(row) {
-        // SAFETY: as_f32_simd checked the CPU features.
+        // SAFETY: the CPU has AVX2, FMA and F16C (as_f32_simd: lanes_apply).
         return unsafe { super::simd::shifted_sums(row, to_f32(k), acc) };
     }
     for block in row.chunks(BLOCK) {
@@ -234,6 +243,7 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
     stream: bool,
     ahead: &[R],
 ) -> bool {
+    assert_eq!(src.len(), dst.len());
     #[cfg(target_arch = "x86_64")]
     if stream && let Some(src32) = as_f32_simd(src) {
         // SAFETY: R is f32 (as_f32_simd), so dst is f32 storage too.
@@ -244,19 +254,13 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
         // SAFETY: R is f32 (as_f32_simd).
         let ahead =
             unsafe { core::slice::from_raw_parts(ahead.as_ptr().cast::<f32>(), ahead.len()) };
-        // SAFETY: as_f32_simd checked the CPU features.
+        // SAFETY: the CPU has AVX2 and FMA (as_f32_simd: lanes_apply).
         unsafe { super::simd::normalize_stream::<ACT>(src32, dst32, k, a, b, ahead) }
         return true;
     }
-    assert_eq!(src.len(), dst.len());
-    if simd_normalize::<R, ACT>(
-        src.as_ptr(),
-        dst.as_mut_ptr().cast::<R>(),
-        src.len(),
-        k,
-        a,
-        b,
-    ) {
+    let (n, out) = (src.len(), dst.as_mut_ptr().cast::<R>());
+    // SAFETY: src and dst (exclusively borrowed, so disjoint) hold n values (asserted).
+    if unsafe { simd_normalize::<R, ACT>(src.as_ptr(), out, n, k, a, b) } {
         return false;
     }
     let _ = (stream, ahead);
@@ -268,7 +272,8 @@ pub(crate) fn normalize_out<R: Real, const ACT: u32>(
 #[inline(always)]
 pub(crate) fn normalize_inplace<R: Real, const ACT: u32>(data: &mut [R], k: R, a: R, b: R) {
     let p = data.as_mut_ptr();
-    if simd_normalize::<R, ACT>(p, p, data.len(), k, a, b) {
+    // SAFETY: p is data's, valid for its length of reads and writes.
+    if unsafe { simd_normalize::<R, ACT>(p, p, data.len(), k, a, b) } {
         return;
     }
     for v in data.iter_mut() {
@@ -290,7 +295,8 @@ pub(crate) fn backward_sums<R: Real, const ACT: u32>(
     #[cfg(target_arch = "x86_64")]
     if let (Some(xs), Some(gs)) = (as_f32_simd(x), as_f32_simd(dy)) {
         let (k, a, b) = (to_f32(k), to_f32(a), to_f32(b));
-        // SAFETY: as_f32_simd checked the CPU features.
+        // SAFETY: the CPU has AVX2, FMA and F16C (as_f32_simd: lanes_apply); backward_sums
+        // itself checks the lengths.
         return unsafe { super::simd::backward_sums::<f32, ACT>(xs, gs, k, a, b, acc) };
     }
     for (xb, gb) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)) {
@@ -348,7 +354,8 @@ pub(crate) fn backward_apply_inplace<R: Real, const ACT: u32>(
 ) {
     assert_eq!(x.len(), dy_dx.len());
     let p = dy_dx.as_mut_ptr();
-    if simd_backward_apply::<R, ACT>(x, p, p, [k, a, b, cx, c0]) {
+    // SAFETY: p is dy_dx's, x's length (asserted), exclusively borrowed (disjoint from x).
+    if unsafe { simd_backward_apply::<R, ACT>(x, p, p, [k, a, b, cx, c0]) } {
         return;
     }
     for (g, &xv) in dy_dx.iter_mut().zip(x) {
@@ -374,7 +381,8 @@ pub(crate) fn backward_apply<R: Real, const ACT: u32>(
     assert!(x.len() == dy.len() && dy.len() == dx.len());
     let coefs = [k, a, b, cx, c0];
     let out = dx.as_mut_ptr().cast::<R>();
-    if simd_backward_apply::<R, ACT>(x, dy.as_ptr(), out, coefs) {
+    // SAFETY: dy and dx have x's length (asserted); dx is exclusively borrowed, so disjoint.
+    if unsafe { simd_backward_apply::<R, ACT>(x, dy.as_ptr(), out, coefs) } {
         return;
     }
     for ((out, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
@@ -452,9 +460,11 @@ mod tests {
 
             let mut out = vec![MaybeUninit::uninit(); n];
             normalize_out::<f32, ACT_NONE>(&x, &mut out, k, a, b, false, &[]);
+            // SAFETY: the pass wrote every element of `out`.
             close(unsafe { elem_init(&out) }, &z, "normalize");
             let mut out = vec![MaybeUninit::uninit(); n];
             normalize_out::<f32, ACT_RELU>(&x, &mut out, k, a, b, false, &[]);
+            // SAFETY: the pass wrote every element of `out`.
             close(unsafe { elem_init(&out) }, &relu, "normalize relu");
             let mut data = x.clone();
             normalize_inplace::<f32, ACT_RELU>(&mut data, k, a, b);
@@ -470,6 +480,7 @@ mod tests {
                     backward_apply::<f32, ACT_NONE>(&x, &dy, &mut out, k, a, b, cx, c0);
                     backward_apply_inplace::<f32, ACT_NONE>(&x, &mut data, k, a, b, cx, c0);
                 }
+                // SAFETY: the pass wrote every element of `out`.
                 close(unsafe { elem_init(&out) }, &want, "dx");
                 close(&data, &want, "dx in place");
             }
@@ -484,6 +495,7 @@ mod tests {
                 if streamed {
                     super::super::simd::store_fence();
                 }
+                // SAFETY: the pass wrote every element of `out`.
                 close(unsafe { elem_init(&out) }, &silu, "normalize silu");
             }
             let mut data = x.clone();
@@ -503,6 +515,7 @@ mod tests {
             let mut data = dy.clone();
             backward_apply::<f32, ACT_SILU>(&x, &dy, &mut out, k, a, b, cx, c0);
             backward_apply_inplace::<f32, ACT_SILU>(&x, &mut data, k, a, b, cx, c0);
+            // SAFETY: the pass wrote every element of `out`.
             close(unsafe { elem_init(&out) }, &want, "dx silu");
             close(&data, &want, "dx silu in place");
             let mut acc = [0f64; 3];

@@ -9,27 +9,32 @@
 //!
 //! Same blocking as the generic code: 16 lanes summed in f32 over blocks of `BLOCK` values,
 //! each block's sums widened to f64.
+//!
+//! Every function here that executes AVX2, FMA or F16C instructions is a `#[target_feature]`
+//! function, so the compiler checks that its callers either have the features too or call it in
+//! `unsafe` code (after [`lanes_apply`] or [`super::simd_level`]). Safe ones are sound for any
+//! arguments; the `unsafe` ones state their contracts under `# Safety`.
 
 use core::any::TypeId;
 use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
+use super::SimdLevel;
 use super::rows::{ACT_NONE, ACT_RELU, ACT_SILU};
 
-/// Whether the kernels here run for stored element type `T`: f32, f16 or bf16, on a CPU with
-/// AVX2, FMA and F16C.
+/// Whether the kernels here run for stored element type `T`: f32, f16 or bf16, where
+/// [`super::simd_level`] is [`SimdLevel::Avx2`] (a CPU with AVX2, FMA and F16C).
 #[inline(always)]
 pub(crate) fn lanes_apply<T: 'static>() -> bool {
     let t = TypeId::of::<T>();
     (t == TypeId::of::<f32>() || t == TypeId::of::<f16>() || t == TypeId::of::<bf16>())
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
+        && super::simd_level() == SimdLevel::Avx2
 }
 
 /// Runs `$body` with `$l` the type alias of `$t` among the lane types (f32, f16, bf16), once
-/// [`lanes_apply`] has said that `$t` is one of them.
+/// [`lanes_apply`] has said that `$t` is one of them; panics for any other type (a check on
+/// `TypeId`s, resolved at compile time), so that callers may cast `$t` data to `$l`.
 macro_rules! with_lanes {
     ($t:ty, |$l:ident| $body:expr) => {{
         use core::any::TypeId;
@@ -40,7 +45,10 @@ macro_rules! with_lanes {
             type $l = half::f16;
             $body
         } else {
-            debug_assert!(TypeId::of::<$t>() == TypeId::of::<half::bf16>());
+            assert!(
+                TypeId::of::<$t>() == TypeId::of::<half::bf16>(),
+                "not a lane type"
+            );
             type $l = half::bf16;
             $body
         }
@@ -49,47 +57,52 @@ macro_rules! with_lanes {
 pub(crate) use with_lanes;
 
 /// An element read and written 8 at a time as 8 f32 lanes.
+///
+/// The methods are `#[target_feature]` functions (AVX2 and F16C): callers compiled with those
+/// features inline them.
 pub(crate) trait Lanes: Copy + 'static {
     /// 8 values from `p` as f32.
     ///
     /// # Safety
     ///
-    /// `p` is valid for 8 reads; called from code compiled with AVX2 and F16C.
+    /// The CPU supports AVX2 and F16C; `p` is valid for 8 reads.
     unsafe fn load(p: *const Self) -> __m256;
 
     /// `v` rounded to the element (to nearest, ties to even) into `p`.
     ///
     /// # Safety
     ///
-    /// `p` is valid for 8 writes; called from code compiled with AVX2 and F16C.
+    /// The CPU supports AVX2 and F16C; `p` is valid for 8 writes.
     unsafe fn store(p: *mut Self, v: __m256);
 
-    /// The first `n` (below 8) values from `p` as f32, the other lanes 0.
+    /// The first `n` values from `p` as f32, the other lanes 0.
     ///
     /// # Safety
     ///
-    /// `p` is valid for `n` reads; called from code compiled with AVX2 and F16C.
-    #[inline(always)]
+    /// The CPU supports AVX2 and F16C; `n` is below 8 and `p` is valid for `n` reads.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn load_partial(p: *const Self, n: usize) -> __m256 {
         debug_assert!(n < 8);
         let mut buf = [Self::put(0.0); 8];
-        // SAFETY: the caller's contract; buf holds 8.
+        // SAFETY: the caller's contract (n < 8: buf holds 8).
         unsafe {
             core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
             Self::load(buf.as_ptr())
         }
     }
 
-    /// The first `n` (below 8) lanes of `v` into `p`.
+    /// The first `n` lanes of `v` into `p`.
     ///
     /// # Safety
     ///
-    /// `p` is valid for `n` writes; called from code compiled with AVX2 and F16C.
-    #[inline(always)]
+    /// The CPU supports AVX2 and F16C; `n` is below 8 and `p` is valid for `n` writes.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn store_partial(p: *mut Self, n: usize, v: __m256) {
         debug_assert!(n < 8);
         let mut buf = [Self::put(0.0); 8];
-        // SAFETY: the caller's contract; buf holds 8.
+        // SAFETY: the caller's contract (n < 8: buf holds 8).
         unsafe {
             Self::store(buf.as_mut_ptr(), v);
             core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
@@ -104,24 +117,30 @@ pub(crate) trait Lanes: Copy + 'static {
 }
 
 impl Lanes for f32 {
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn load(p: *const Self) -> __m256 {
         // SAFETY: the caller's contract.
         unsafe { _mm256_loadu_ps(p) }
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn store(p: *mut Self, v: __m256) {
         // SAFETY: the caller's contract.
         unsafe { _mm256_storeu_ps(p, v) }
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn load_partial(p: *const Self, n: usize) -> __m256 {
-        // SAFETY: the caller's contract; the masked-off lanes are not read.
+        // SAFETY: the caller's contract (n < 8, p valid for n reads); the masked-off lanes are
+        // not read.
         unsafe { _mm256_maskload_ps(p, lane_mask(n)) }
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn store_partial(p: *mut Self, n: usize, v: __m256) {
-        // SAFETY: the caller's contract; the masked-off lanes are not written.
+        // SAFETY: the caller's contract (n < 8, p valid for n writes); the masked-off lanes are
+        // not written.
         unsafe { _mm256_maskstore_ps(p, lane_mask(n), v) }
     }
     #[inline(always)]
@@ -135,18 +154,18 @@ impl Lanes for f32 {
 }
 
 impl Lanes for f16 {
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn load(p: *const Self) -> __m256 {
-        // SAFETY: the caller's contract (F16C).
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) }
+        // SAFETY: the caller's contract (8 values of 2 bytes).
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast::<__m128i>()) })
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn store(p: *mut Self, v: __m256) {
-        // SAFETY: the caller's contract (F16C).
-        unsafe {
-            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-            _mm_storeu_si128(p.cast::<__m128i>(), h)
-        }
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+        // SAFETY: the caller's contract (8 values of 2 bytes).
+        unsafe { _mm_storeu_si128(p.cast::<__m128i>(), h) }
     }
     #[inline(always)]
     fn get(self) -> f32 {
@@ -159,23 +178,22 @@ impl Lanes for f16 {
 }
 
 impl Lanes for bf16 {
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn load(p: *const Self) -> __m256 {
-        // SAFETY: the caller's contract (AVX2); bf16 is the upper half of an f32.
-        unsafe {
-            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast::<__m128i>()));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
-        }
+        // SAFETY: the caller's contract (8 values of 2 bytes).
+        let h = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(p.cast::<__m128i>()) });
+        // bf16 is the upper half of an f32.
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
     unsafe fn store(p: *mut Self, v: __m256) {
-        // SAFETY: the caller's contract (AVX2).
-        unsafe {
-            let r = round_bf16(_mm256_castps_si256(v));
-            // packus works within 128-bit lanes: [r0-3 r0-3 | r4-7 r4-7], then r0-7 in front.
-            let packed = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi32(r, r));
-            _mm_storeu_si128(p.cast::<__m128i>(), _mm256_castsi256_si128(packed))
-        }
+        let r = round_bf16(_mm256_castps_si256(v));
+        // packus works within 128-bit lanes: [r0-3 r0-3 | r4-7 r4-7], then r0-7 in front.
+        let packed = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi32(r, r));
+        // SAFETY: the caller's contract (8 values of 2 bytes).
+        unsafe { _mm_storeu_si128(p.cast::<__m128i>(), _mm256_castsi256_si128(packed)) }
     }
     #[inline(always)]
     fn get(self) -> f32 {
@@ -191,147 +209,129 @@ impl Lanes for bf16 {
 /// degree-6 polynomial, `2^n` through the exponent bits; within a few ulp of `expf`, 0 below
 /// -87.3 (where f32 results stop being normal) and infinite above 88.7, as `expf`. A NaN lane
 /// gives a finite value: the callers keep NaN through `z` itself.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
 fn exp(x: __m256) -> __m256 {
-    // SAFETY: AVX2 and FMA are enabled in every caller.
-    unsafe {
-        let overflow = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(88.72));
-        // Computed on [-88, 88], where 2^n stays within the exponent's range.
-        let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-88.0)),
-            _mm256_set1_ps(88.0),
-        );
-        let n = _mm256_floor_ps(_mm256_fmadd_ps(
-            x,
-            _mm256_set1_ps(core::f32::consts::LOG2_E),
-            _mm256_set1_ps(0.5),
-        ));
-        // ln 2 in two parts, so that n ln 2 is subtracted without rounding error.
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let one = _mm256_set1_ps(1.0);
-        let er = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
-        let bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-        let e = _mm256_mul_ps(er, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits)));
-        _mm256_blendv_ps(e, _mm256_set1_ps(f32::INFINITY), overflow)
+    let overflow = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(88.72));
+    // Computed on [-88, 88], where 2^n stays within the exponent's range.
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-88.0)),
+        _mm256_set1_ps(88.0),
+    );
+    let n = _mm256_floor_ps(_mm256_fmadd_ps(
+        x,
+        _mm256_set1_ps(core::f32::consts::LOG2_E),
+        _mm256_set1_ps(0.5),
+    ));
+    // ln 2 in two parts, so that n ln 2 is subtracted without rounding error.
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
+    let one = _mm256_set1_ps(1.0);
+    let er = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
+    let bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    let e = _mm256_mul_ps(er, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits)));
+    _mm256_blendv_ps(e, _mm256_set1_ps(f32::INFINITY), overflow)
 }
 
 /// `1 / (1 + e^-z)` in each lane.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
 fn sigmoid(z: __m256) -> __m256 {
-    // SAFETY: AVX2 and FMA are enabled in every caller.
-    unsafe {
-        let one = _mm256_set1_ps(1.0);
-        let minus_z = _mm256_xor_ps(z, _mm256_set1_ps(-0.0));
-        // A division, not a reciprocal estimate refined: SiLU's derivative multiplies
-        // 1 - sigmoid(z) by z, which would scale the estimate's last-bit error up.
-        _mm256_div_ps(one, _mm256_add_ps(one, exp(minus_z)))
-    }
+    let one = _mm256_set1_ps(1.0);
+    let minus_z = _mm256_xor_ps(z, _mm256_set1_ps(-0.0));
+    // A division, not a reciprocal estimate refined: SiLU's derivative multiplies
+    // 1 - sigmoid(z) by z, which would scale the estimate's last-bit error up.
+    _mm256_div_ps(one, _mm256_add_ps(one, exp(minus_z)))
 }
 
 /// `act(z)` in each lane, as [`super::rows::activate`]: ReLU keeps NaN (maxps returns its
 /// second operand when either is NaN), SiLU is `z sigmoid(z)`.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
 pub(crate) fn activate<const ACT: u32>(z: __m256) -> __m256 {
-    // SAFETY: AVX2 and FMA are enabled in every caller.
-    unsafe {
-        match ACT {
-            ACT_RELU => _mm256_max_ps(_mm256_setzero_ps(), z),
-            ACT_SILU => _mm256_mul_ps(z, sigmoid(z)),
-            _ => z,
-        }
+    match ACT {
+        ACT_RELU => _mm256_max_ps(_mm256_setzero_ps(), z),
+        ACT_SILU => _mm256_mul_ps(z, sigmoid(z)),
+        _ => z,
     }
 }
 
 /// `dy act'(z)` in each lane, as [`super::rows::activate_grad`]: ReLU's derivative is 0 at 0
 /// (and for NaN), SiLU's `s (1 + z (1 - s))` with `s = sigmoid(z)`.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
 pub(crate) fn activate_grad<const ACT: u32>(z: __m256, dy: __m256) -> __m256 {
-    // SAFETY: AVX2 and FMA are enabled in every caller.
-    unsafe {
-        match ACT {
-            ACT_RELU => _mm256_and_ps(dy, _mm256_cmp_ps::<_CMP_GT_OQ>(z, _mm256_setzero_ps())),
-            ACT_SILU => {
-                let (one, s) = (_mm256_set1_ps(1.0), sigmoid(z));
-                let slope = _mm256_fmadd_ps(z, _mm256_sub_ps(one, s), one);
-                _mm256_mul_ps(_mm256_mul_ps(dy, s), slope)
-            }
-            _ => dy,
+    match ACT {
+        ACT_RELU => _mm256_and_ps(dy, _mm256_cmp_ps::<_CMP_GT_OQ>(z, _mm256_setzero_ps())),
+        ACT_SILU => {
+            let (one, s) = (_mm256_set1_ps(1.0), sigmoid(z));
+            let slope = _mm256_fmadd_ps(z, _mm256_sub_ps(one, s), one);
+            _mm256_mul_ps(_mm256_mul_ps(dy, s), slope)
         }
+        _ => dy,
     }
 }
 
 /// Lanes `0..rem` set (`rem` in `0..8`).
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2")]
 pub(crate) fn lane_mask(rem: usize) -> __m256i {
-    // SAFETY: AVX2 is enabled in every caller.
-    unsafe {
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(rem as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
-    }
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(rem as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
 }
 
 /// The bf16 bits of 8 f32 values (in the low half of each 32-bit lane): to nearest, ties to
 /// even, NaN kept quiet, as `bf16::from_f32`.
-#[inline(always)]
-pub(crate) unsafe fn round_bf16(v: __m256i) -> __m256i {
-    // SAFETY: only called from functions compiled with AVX2 enabled.
-    unsafe {
-        let high = _mm256_srli_epi32::<16>(v);
-        let lsb = _mm256_and_si256(high, _mm256_set1_epi32(1));
-        let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
-        let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(v, bias));
-        // A NaN's rounding could carry into the exponent (or clear a low payload): keep its
-        // top half, made quiet.
-        let f = _mm256_castsi256_ps(v);
-        let is_nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(f, f));
-        let nan = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
-        _mm256_blendv_epi8(rounded, nan, is_nan)
-    }
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn round_bf16(v: __m256i) -> __m256i {
+    let high = _mm256_srli_epi32::<16>(v);
+    let lsb = _mm256_and_si256(high, _mm256_set1_epi32(1));
+    let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
+    let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(v, bias));
+    // A NaN's rounding could carry into the exponent (or clear a low payload): keep its
+    // top half, made quiet.
+    let f = _mm256_castsi256_ps(v);
+    let is_nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(f, f));
+    let nan = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
+    _mm256_blendv_epi8(rounded, nan, is_nan)
 }
 
 const BLOCK: usize = 256;
 
 /// Sum of the 8 lanes of `v`, in f64.
-#[inline(always)]
-unsafe fn widen_sum(v: __m256) -> f64 {
-    // SAFETY: only called from functions compiled with AVX enabled.
-    unsafe {
-        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
-        let s = _mm256_add_pd(lo, hi);
-        let pair = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
-        _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)))
-    }
+#[inline]
+#[target_feature(enable = "avx")]
+fn widen_sum(v: __m256) -> f64 {
+    let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+    let s = _mm256_add_pd(lo, hi);
+    let pair = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
+    _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)))
 }
 
 /// `Σ (x - k)` and `Σ (x - k)²` added into `acc`.
-///
-/// # Safety
-///
-/// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn shifted_sums<T: Lanes>(row: &[T], k: f32, acc: &mut [f64; 2]) {
+pub(crate) fn shifted_sums<T: Lanes>(row: &[T], k: f32, acc: &mut [f64; 2]) {
     let kv = _mm256_set1_ps(k);
     for block in row.chunks(BLOCK) {
         let (mut s1a, mut s1b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (mut s2a, mut s2b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut chunks = block.chunks_exact(16);
         for c in &mut chunks {
-            // SAFETY: `c` holds 16 floats.
+            // SAFETY: `c` holds 16 values; the CPU features are this function's.
             let (v0, v1) = unsafe {
                 (
                     _mm256_sub_ps(T::load(c.as_ptr()), kv),
@@ -343,13 +343,10 @@ pub(crate) unsafe fn shifted_sums<T: Lanes>(row: &[T], k: f32, acc: &mut [f64; 2
             s2a = _mm256_fmadd_ps(v0, v0, s2a);
             s2b = _mm256_fmadd_ps(v1, v1, s2b);
         }
-        // SAFETY: AVX is enabled here.
-        let (mut t1, mut t2) = unsafe {
-            (
-                widen_sum(_mm256_add_ps(s1a, s1b)),
-                widen_sum(_mm256_add_ps(s2a, s2b)),
-            )
-        };
+        let (mut t1, mut t2) = (
+            widen_sum(_mm256_add_ps(s1a, s1b)),
+            widen_sum(_mm256_add_ps(s2a, s2b)),
+        );
         for &x in chunks.remainder() {
             let d = x.get() - k;
             t1 += d as f64;
@@ -363,11 +360,11 @@ pub(crate) unsafe fn shifted_sums<T: Lanes>(row: &[T], k: f32, acc: &mut [f64; 2
 /// `Σ dz (x - k)`, `Σ dz` and `Σ (x - k)` added into `acc`, with `dz = dy act'(z)`,
 /// `z = (x - k) a + b`.
 ///
-/// # Safety
+/// # Panics
 ///
-/// The CPU must support AVX2, FMA and F16C.
+/// If `x` and `dy` differ in length.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
+pub(crate) fn backward_sums<T: Lanes, const ACT: u32>(
     x: &[T],
     dy: &[T],
     k: f32,
@@ -375,6 +372,8 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
     b: f32,
     acc: &mut [f64; 3],
 ) {
+    // The loads below take both remainders to be as long as each other.
+    assert_eq!(x.len(), dy.len(), "x and dy lengths");
     let (kv, av, bv) = (_mm256_set1_ps(k), _mm256_set1_ps(a), _mm256_set1_ps(b));
     for (xb, gb) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)) {
         let (mut p, mut q, mut t) = (
@@ -393,7 +392,7 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
         let mut xc = xb.chunks_exact(16);
         let mut gc = gb.chunks_exact(16);
         for (xs, gs) in (&mut xc).zip(&mut gc) {
-            // SAFETY: both chunks hold 16 floats.
+            // SAFETY: both chunks hold 16 values; the CPU features are this function's.
             let [(d0, g0), (d1, g1)] = [0, 8].map(|o| unsafe {
                 (
                     _mm256_sub_ps(T::load(xs.as_ptr().add(o)), kv),
@@ -411,7 +410,7 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
         let (xr, gr) = (xc.remainder(), gc.remainder());
         let whole = xr.len() / 8 * 8;
         if whole == 8 {
-            // SAFETY: both remainders hold at least 8 values.
+            // SAFETY: both remainders hold at least 8 values (x and dy have one length).
             let (d, g) = unsafe {
                 (
                     _mm256_sub_ps(T::load(xr.as_ptr()), kv),
@@ -423,8 +422,7 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
             q = _mm256_add_ps(q, dz);
             t = _mm256_add_ps(t, d);
         }
-        // SAFETY: AVX is enabled here.
-        let (mut tp, mut tq, mut tt) = unsafe { (widen_sum(p), widen_sum(q), widen_sum(t)) };
+        let (mut tp, mut tq, mut tt) = (widen_sum(p), widen_sum(q), widen_sum(t));
         for (&xv, &g) in xr[whole..].iter().zip(&gr[whole..]) {
             let (d, g) = (xv.get() - k, g.get());
             // z rounded once, as in the vectors.
@@ -446,13 +444,9 @@ pub(crate) unsafe fn backward_sums<T: Lanes, const ACT: u32>(
 /// `ahead` (empty, or values the caller reads next) is prefetched in step with `src`: this pass
 /// reads `src` from cache, so memory would otherwise sit idle while it runs.
 ///
-/// The caller issues a store fence (`_mm_sfence`) before anything else reads `dst`.
-///
-/// # Safety
-///
-/// The CPU must support AVX2 and FMA.
+/// The caller issues a store fence ([`store_fence`]) before anything else reads `dst`.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn normalize_stream<const ACT: u32>(
+pub(crate) fn normalize_stream<const ACT: u32>(
     src: &[f32],
     dst: &mut [core::mem::MaybeUninit<f32>],
     k: f32,
@@ -471,7 +465,8 @@ pub(crate) unsafe fn normalize_stream<const ACT: u32>(
     let (kv, av, bv) = (_mm256_set1_ps(k), _mm256_set1_ps(a), _mm256_set1_ps(b));
     let mut i = head;
     while i + 8 <= n {
-        // SAFETY: i + 8 <= n; dst + i is 32-byte aligned (head alignment, 8 floats per step).
+        // SAFETY: i + 8 <= n, the length of both; dst + i is 32-byte aligned (head alignment,
+        // 8 floats per step); the prefetched address is inside `ahead`.
         unsafe {
             // One prefetch per 64-byte line.
             if (i - head) & 8 == 0 && i < ahead.len() {
@@ -593,8 +588,9 @@ pub(crate) unsafe fn backward_apply<T: Lanes, const ACT: u32>(
 ///
 /// # Safety
 ///
-/// `p + i` is valid for `m` reads; called from code compiled with AVX2 and F16C.
-#[inline(always)]
+/// The CPU supports AVX2 and F16C; `m` is at most 8 and `p + i` is valid for `m` reads.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn load_at<T: Lanes>(p: *const T, i: usize, m: usize) -> __m256 {
     // SAFETY: the caller's contract.
     unsafe {
@@ -610,8 +606,9 @@ unsafe fn load_at<T: Lanes>(p: *const T, i: usize, m: usize) -> __m256 {
 ///
 /// # Safety
 ///
-/// `p + i` is valid for `m` writes; called from code compiled with AVX2 and F16C.
-#[inline(always)]
+/// The CPU supports AVX2 and F16C; `m` is at most 8 and `p + i` is valid for `m` writes.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn store_at<T: Lanes>(p: *mut T, i: usize, m: usize, v: __m256) {
     // SAFETY: the caller's contract.
     unsafe {
@@ -788,12 +785,28 @@ pub(crate) fn store_fence() {
 mod tests {
     use super::*;
 
-    /// 8 lanes of `f` at `x`, in code compiled for AVX2 and FMA.
+    /// A vector function of this module, for [`lanes_of`].
+    #[derive(Clone, Copy)]
+    enum VecFn {
+        Exp,
+        Silu,
+        /// SiLU's derivative times 1.
+        SiluGrad,
+    }
+
+    /// 8 lanes of `f` at `x`.
     #[target_feature(enable = "avx2,fma")]
-    fn lanes_of(f: fn(__m256) -> __m256, x: [f32; 8]) -> [f32; 8] {
+    fn lanes_of(f: VecFn, x: [f32; 8]) -> [f32; 8] {
+        // SAFETY: x holds 8 floats.
+        let v = unsafe { _mm256_loadu_ps(x.as_ptr()) };
+        let y = match f {
+            VecFn::Exp => exp(v),
+            VecFn::Silu => activate::<ACT_SILU>(v),
+            VecFn::SiluGrad => activate_grad::<ACT_SILU>(v, _mm256_set1_ps(1.0)),
+        };
         let mut out = [0f32; 8];
-        // SAFETY: both arrays hold 8 floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), f(_mm256_loadu_ps(x.as_ptr()))) };
+        // SAFETY: out holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), y) };
         out
     }
 
@@ -810,7 +823,8 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| -0.2 + 0.05 * (i % 5) as f32).collect();
             // One more slot than the columns: the last must stay as it was.
             let (mut s1, mut s2) = (vec![1.0f32; n + 1], vec![2.0f32; n + 1]);
-            // SAFETY: the CPU has the features (checked by the caller); n values each.
+            // SAFETY: the CPU has the features (the caller checked lanes_apply); n values each,
+            // the sums one more.
             unsafe {
                 add_col_sums::<T>(x.as_ptr(), k.as_ptr(), s1.as_mut_ptr(), s2.as_mut_ptr(), n)
             };
@@ -941,9 +955,7 @@ mod tests {
     /// derivative follow the f64 formulas there, and keep NaN.
     #[test]
     fn exp_and_silu_match_f64() {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma"))
-        {
+        if !lanes_apply::<f32>() {
             return;
         }
         let xs: Vec<f32> = (0..=200_000)
@@ -951,8 +963,8 @@ mod tests {
             .collect();
         for chunk in xs.chunks_exact(8) {
             let x: [f32; 8] = chunk.try_into().unwrap();
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            let got = unsafe { lanes_of(exp, x) };
+            // SAFETY: the CPU has AVX2 and FMA (lanes_apply, above).
+            let got = unsafe { lanes_of(VecFn::Exp, x) };
             for (&v, &g) in x.iter().zip(&got) {
                 let want = (v as f64).exp();
                 let ulp = (want as f32).abs() * f32::EPSILON;
@@ -962,12 +974,7 @@ mod tests {
                 );
             }
             // SAFETY: as above.
-            let (silu, grad) = unsafe {
-                (
-                    lanes_of(activate::<ACT_SILU>, x),
-                    lanes_of(|z| activate_grad::<ACT_SILU>(z, _mm256_set1_ps(1.0)), x),
-                )
-            };
+            let (silu, grad) = unsafe { (lanes_of(VecFn::Silu, x), lanes_of(VecFn::SiluGrad, x)) };
             for ((&z, &y), &dz) in x.iter().zip(&silu).zip(&grad) {
                 let z = z as f64;
                 let s = 1.0 / (1.0 + (-z).exp());
@@ -984,7 +991,7 @@ mod tests {
         }
         let edges = [-1e30, -100.0, -88.0, 88.0, 100.0, 1e30, f32::NAN, 0.0];
         // SAFETY: as above.
-        let (e, silu) = unsafe { (lanes_of(exp, edges), lanes_of(activate::<ACT_SILU>, edges)) };
+        let (e, silu) = unsafe { (lanes_of(VecFn::Exp, edges), lanes_of(VecFn::Silu, edges)) };
         assert_eq!(&e[..3], &[0.0; 3]);
         assert!(e[3].is_finite() && e[4] == f32::INFINITY && e[5] == f32::INFINITY);
         assert_eq!(e[7], 1.0);

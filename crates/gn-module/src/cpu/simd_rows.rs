@@ -17,13 +17,13 @@ use super::rows::ACT_NONE;
 use super::simd::{Lanes, activate, activate_grad, lane_mask, map_vectors};
 
 /// `dz = dy act'(z)` with `z = d a + b` (`dy` itself without an activation).
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
 fn masked_grad<const ACT: u32>(d: __m256, dy: __m256, a: __m256, b: __m256) -> __m256 {
     if ACT == ACT_NONE {
         return dy;
     }
-    // SAFETY: AVX2 and FMA are enabled in every caller.
-    activate_grad::<ACT>(unsafe { _mm256_fmadd_ps(d, a, b) }, dy)
+    activate_grad::<ACT>(_mm256_fmadd_ps(d, a, b), dy)
 }
 
 /// `dst = act((src - k) a[j] + b[j])` on every row `j`; `dst` may be `src`.
@@ -41,7 +41,7 @@ pub(crate) unsafe fn normalize_rows<T: Lanes, const ACT: u32>(
     a: &[f32],
     b: &[f32],
 ) {
-    debug_assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), b.len(), "one coefficient of each per row");
     let kv = _mm256_set1_ps(k);
     if s == 1 {
         // One value a row: vectors run across rows, with the coefficients' vectors.
@@ -49,9 +49,9 @@ pub(crate) unsafe fn normalize_rows<T: Lanes, const ACT: u32>(
             activate::<ACT>(_mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv))
         };
         let (n, a, b) = (a.len(), a.as_ptr(), b.as_ptr());
-        // SAFETY (all three): i + 8 <= n, or masked to the n < 8 values.
         let whole = map_vectors(
             n,
+            // SAFETY: i + 8 <= n: inside src (the caller's n * 1 values), a and b.
             |i| unsafe {
                 f(
                     T::load(src.add(i)),
@@ -59,9 +59,11 @@ pub(crate) unsafe fn normalize_rows<T: Lanes, const ACT: u32>(
                     _mm256_loadu_ps(b.add(i)),
                 )
             },
+            // SAFETY: i + 8 <= n, inside dst.
             |i, v| unsafe { T::store(dst.add(i), v) },
         );
         if !whole {
+            // SAFETY: the n < 8 values of src, a, b and dst.
             unsafe {
                 let v = f(
                     T::load_partial(src, n),
@@ -78,13 +80,15 @@ pub(crate) unsafe fn normalize_rows<T: Lanes, const ACT: u32>(
         // SAFETY: row j is within the caller's a.len() * s values.
         let (src, dst) = unsafe { (src.add(j * s), dst.add(j * s)) };
         let f = |v: __m256| activate::<ACT>(_mm256_fmadd_ps(_mm256_sub_ps(v, kv), av, bv));
-        // SAFETY (both arms): i + 8 <= s, or the row's s < 8 values.
         let whole = map_vectors(
             s,
+            // SAFETY: i + 8 <= s, inside row j of src.
             |i| f(unsafe { T::load(src.add(i)) }),
+            // SAFETY: i + 8 <= s, inside row j of dst.
             |i, v| unsafe { T::store(dst.add(i), v) },
         );
         if !whole {
+            // SAFETY: the row's s < 8 values.
             unsafe { T::store_partial(dst, s, f(T::load_partial(src, s))) };
         }
     }
@@ -108,7 +112,10 @@ pub(crate) unsafe fn backward_sums_rows<T: Lanes, const ACT: u32>(
     b: &[f32],
     sums: &mut [[f64; 2]],
 ) -> f64 {
-    debug_assert!(a.len() == sums.len() && b.len() == sums.len());
+    assert!(
+        a.len() == sums.len() && b.len() == sums.len(),
+        "one coefficient of each per row"
+    );
     if s == 1 {
         // One value a row: its sums are its own terms.
         let mut total = 0f64;
@@ -219,7 +226,7 @@ pub(crate) unsafe fn backward_apply_rows<T: Lanes, const ACT: u32>(
     a: &[f32],
     b: &[f32],
 ) {
-    debug_assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), b.len(), "one coefficient of each per row");
     let (kv, cxv, c0v) = (_mm256_set1_ps(k), _mm256_set1_ps(cx), _mm256_set1_ps(c0));
     let grad = |xv: __m256, g: __m256, av: __m256, bv: __m256| {
         let d = _mm256_sub_ps(xv, kv);
@@ -229,15 +236,18 @@ pub(crate) unsafe fn backward_apply_rows<T: Lanes, const ACT: u32>(
     if s == 1 {
         // One value a row: vectors run across rows, with the coefficients' vectors.
         let (n, a, b) = (a.len(), a.as_ptr(), b.as_ptr());
-        let load = |p: *const T, i: usize| unsafe { T::load(p.add(i)) };
-        let coef = |p: *const f32, i: usize| unsafe { _mm256_loadu_ps(p.add(i)) };
-        // SAFETY (all): i + 8 <= n, or the n < 8 values.
         let whole = map_vectors(
             n,
-            |i| grad(load(x, i), load(dy, i), coef(a, i), coef(b, i)),
+            // SAFETY: i + 8 <= n: inside x and dy (the caller's n * 1 values), a and b.
+            |i| unsafe {
+                let (xv, g) = (T::load(x.add(i)), T::load(dy.add(i)));
+                grad(xv, g, _mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)))
+            },
+            // SAFETY: i + 8 <= n, inside dx.
             |i, v| unsafe { T::store(dx.add(i), v) },
         );
         if !whole {
+            // SAFETY: the n < 8 values of x, dy, a, b and dx.
             unsafe {
                 let v = grad(
                     T::load_partial(x, n),
@@ -255,13 +265,15 @@ pub(crate) unsafe fn backward_apply_rows<T: Lanes, const ACT: u32>(
         // SAFETY: row j is within the caller's a.len() * s values.
         let (x, dy, dx) = unsafe { (x.add(j * s), dy.add(j * s), dx.add(j * s)) };
         let f = |xv: __m256, g: __m256| grad(xv, g, av, bv);
-        // SAFETY (all three): i + 8 <= s, or the row's s < 8 values.
         let whole = map_vectors(
             s,
+            // SAFETY: i + 8 <= s, inside row j of x and dy.
             |i| unsafe { f(T::load(x.add(i)), T::load(dy.add(i))) },
+            // SAFETY: i + 8 <= s, inside row j of dx.
             |i, v| unsafe { T::store(dx.add(i), v) },
         );
         if !whole {
+            // SAFETY: the row's s < 8 values.
             unsafe {
                 let v = f(T::load_partial(x, s), T::load_partial(dy, s));
                 T::store_partial(dx, s, v);

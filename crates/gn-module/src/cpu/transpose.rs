@@ -10,7 +10,7 @@ use core::mem::MaybeUninit;
 
 use super::elem::{assume_init, uninit_vec};
 use super::tasks::for_each_task;
-use super::{Order, View, min_tasks};
+use super::{CpuElem, Order, View, min_tasks};
 
 /// Channels per task: 512 bytes of each position's row of four-byte values (shorter pieces
 /// at that stride leave memory mostly idle).
@@ -23,7 +23,7 @@ const WINDOW: usize = 64;
 /// # Panics
 ///
 /// If `v` is not channels-last.
-pub(crate) fn channels_first_copy<E: Copy + Send + Sync>(v: &View<'_, E>) -> Vec<E> {
+pub(crate) fn channels_first_copy<E: CpuElem>(v: &View<'_, E>) -> Vec<E> {
     assert_eq!(v.order(), Some(Order::ChannelsLast), "a channels-last view");
     let (c, s) = (v.c, v.s);
     let mut out = uninit_vec::<E>(v.n * c * s);
@@ -52,16 +52,19 @@ pub(crate) fn channels_first_copy<E: Copy + Send + Sync>(v: &View<'_, E>) -> Vec
 }
 
 /// `rows[j * S + i] = v[n, c0 + j, i]` for the channels the rows hold.
-fn copy_channels<E: Copy>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [MaybeUninit<E>]) {
+fn copy_channels<E: CpuElem>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [MaybeUninit<E>]) {
     let s = v.s;
     let channels = rows.len() / s;
     #[cfg(target_arch = "x86_64")]
+    let avx2 = super::simd_level() == super::SimdLevel::Avx2;
+    #[cfg(target_arch = "x86_64")]
     let done = match size_of::<E>() {
-        4 if std::arch::is_x86_feature_detected!("avx2") => {
-            // SAFETY: AVX2 was just detected; E is 4 bytes, only moved, never interpreted.
+        4 if avx2 => {
+            // SAFETY: the CPU has AVX2 (simd_level); E is 4 bytes, a float without padding
+            // (CpuElem), only moved.
             unsafe { copy_channel_blocks::<Four, E>(v, n, c0, rows) }
         }
-        2 if std::arch::is_x86_feature_detected!("avx2") => {
+        2 if avx2 => {
             // SAFETY: as above, for 2 bytes.
             unsafe { copy_channel_blocks::<Two, E>(v, n, c0, rows) }
         }
@@ -98,7 +101,7 @@ fn copy_channels<E: Copy>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [Mayb
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, and `E` must be `B::BYTES` bytes.
+/// The CPU must support AVX2, and `E` must be `B::BYTES` bytes without padding.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn copy_channel_blocks<B: Block8, E: Copy>(
@@ -114,8 +117,15 @@ unsafe fn copy_channel_blocks<B: Block8, E: Copy>(
     if whole == 0 {
         return 0;
     }
-    // Bounds: the block's first and last values; everything read lies between them.
-    let _ = v.data[v.index(n, c0 + whole - 1, s - 1)];
+    // Bounds: the blocks read 8 adjacent channels (channel stride 1) at each position, from
+    // the first value to the last, which must be inside the data. Checked arithmetic: a wrapped
+    // index could pass the check while the reads go elsewhere.
+    assert_eq!(v.sc, 1, "channels-last rows");
+    let last = v.checked_index(n, c0 + whole - 1, s - 1);
+    assert!(
+        last.is_some_and(|i| i < v.data.len()),
+        "view outside its data"
+    );
     let src = v.data[v.index(n, c0, 0)..].as_ptr().cast::<u8>();
     let out = rows.as_mut_ptr().cast::<u8>();
     let (ss, bytes) = (v.ss, B::BYTES);
@@ -163,7 +173,8 @@ trait Block8 {
     ///
     /// # Safety
     ///
-    /// Both blocks must be valid for their accesses; the CPU must support AVX.
+    /// Both blocks must be valid for their accesses, the source initialized; the CPU must
+    /// support AVX2.
     unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize);
 }
 
@@ -179,7 +190,8 @@ struct Two;
 impl Block8 for Four {
     const BYTES: usize = 4;
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2")]
     unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
         use core::arch::x86_64::*;
         // SAFETY: the caller's contract.
@@ -224,7 +236,8 @@ impl Block8 for Four {
 impl Block8 for Two {
     const BYTES: usize = 2;
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2")]
     unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
         use core::arch::x86_64::*;
         // SAFETY: the caller's contract.
@@ -288,7 +301,10 @@ mod tests {
                 let value = |i: usize| (i as f32) * 0.5 - 7.0;
                 let data32: Vec<f32> = (0..len).map(value).collect();
                 let data64: Vec<f64> = (0..len).map(|i| value(i) as f64).collect();
-                let data16: Vec<u16> = (0..len).map(|i| (i % 65_536) as u16).collect();
+                // Every bit pattern (NaNs too) moves unchanged.
+                let data16: Vec<half::f16> = (0..len)
+                    .map(|i| half::f16::from_bits((i % 65_536) as u16))
+                    .collect();
                 let view = |data| View {
                     data,
                     offset,
@@ -328,7 +344,8 @@ mod tests {
                             let case = format!("[{n}, {c}, {s}] pad {pad} at ({b}, {ch}, {p})");
                             assert_eq!(got32[i], data32[at], "f32 {case}");
                             assert_eq!(got64[i], data64[at], "f64 {case}");
-                            assert_eq!(got16[i], data16[at], "2-byte {case}");
+                            let (got, want) = (got16[i].to_bits(), data16[at].to_bits());
+                            assert_eq!(got, want, "2-byte {case}");
                         }
                     }
                 }
