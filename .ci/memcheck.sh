@@ -9,11 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Reuse a target directory outside the clone when there is one (a warm cache), as .ci/run does.
-if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d ../target ]; then
-    CARGO_TARGET_DIR="$(cd ../target && pwd)"
-    export CARGO_TARGET_DIR
-fi
+# The same persistent target directory as .ci/run, when run on its own.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/gn-burn/target}"
 
 started=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - started ))s)"; }
