@@ -9,8 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The same persistent target directory as .ci/run, when run on its own.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/gn-burn/target}"
+# The target directory is cargo's usual one, or the one .ci/run exports (CARGO_TARGET_DIR).
 
 started=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - started ))s)"; }
