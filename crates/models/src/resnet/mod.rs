@@ -8,7 +8,7 @@ mod norm;
 mod weights;
 
 pub use block::{Block, Downsample};
-pub use config::{BlockKind, Norm, ResNetConfig, ResNetConfigError, Stem};
+pub use config::{BlockKind, Norm, ResNetConfig, ResNetConfigError, StageGroups, Stem};
 pub use model::ResNet;
 pub use norm::NormLayer;
 pub use weights::WeightsError;

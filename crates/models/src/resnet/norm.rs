@@ -29,6 +29,13 @@ pub enum NormLayer {
 impl NormLayer {
     /// The layer for `channels` channels. `relu` says a ReLU follows it: `gn_module`'s GroupNorm
     /// then applies it in the same pass. `zero_gamma` starts the scale at zero.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `norm` cannot split `channels` ([`Norm::groups_for`] is `None`), or if
+    /// `epsilon` is not positive and finite for `gn_module`'s GroupNorm or BatchNorm;
+    /// [`ResNetConfig::try_init`](super::ResNetConfig::try_init) checks both for every layer
+    /// before building any.
     pub fn new(
         norm: &Norm,
         channels: usize,
@@ -37,6 +44,11 @@ impl NormLayer {
         zero_gamma: bool,
         device: &Device,
     ) -> Self {
+        let groups = || {
+            norm.groups_for(channels).unwrap_or_else(|| {
+                panic!("NormLayer::new: {norm:?} cannot split {channels} channels into groups")
+            })
+        };
         let mut layer = match norm {
             Norm::Group { .. } | Norm::GroupSize(_) => {
                 let activation = if relu {
@@ -45,7 +57,7 @@ impl NormLayer {
                     Activation::None
                 };
                 NormLayer::Group(
-                    GroupNormConfig::new(norm.groups_for(channels), channels)
+                    GroupNormConfig::new(groups(), channels)
                         .with_epsilon(epsilon)
                         .with_activation(activation)
                         .init(device),
@@ -57,7 +69,7 @@ impl NormLayer {
                     .init(device),
             ),
             Norm::BurnGroup => NormLayer::BurnGroup(
-                burn::nn::GroupNormConfig::new(norm.groups_for(channels), channels)
+                burn::nn::GroupNormConfig::new(groups(), channels)
                     .with_epsilon(epsilon)
                     .init(device),
             ),
