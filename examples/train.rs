@@ -18,7 +18,14 @@ struct Cli {
     #[command(flatten)]
     options: TrainOptions,
     /// Continue the run in DIR (or in --artifact-dir when no DIR is given) from its last
-    /// complete epoch, with its saved options (--epochs may be raised).
+    /// complete epoch, with the options saved in its config.json. Options given with --resume
+    /// must equal the saved ones, or the run refuses to start and lists them (saved and given
+    /// values); --workers may differ, and --epochs may be raised. A raised --epochs recomputes
+    /// the learning-rate schedule for the new total, as if the run had been started with it
+    /// (the warmup is unchanged): with cosine decay the rate at the resumed step jumps up to
+    /// the longer cosine's value (6 -> 12 epochs after epoch 6, with one warmup epoch: from
+    /// about 0 to 57% of the peak) and decays to 0 at the new last epoch; with step decay the
+    /// divisions by 10 move to 30/60/80% of the new total, so the rate can rise again.
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
     resume: Option<PathBuf>,
     /// Stop when the validation accuracy has not improved for this many epochs.
@@ -36,6 +43,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let (Some(dir), Some(artifact_dir)) = (&cli.resume, &cli.options.artifact_dir)
+        && !dir.as_os_str().is_empty()
+        && dir != artifact_dir
+    {
+        eprintln!(
+            "error: --resume {} and --artifact-dir {} name two different runs",
+            dir.display(),
+            artifact_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let resume_dir = cli.resume.map(|dir| {
         if dir.as_os_str().is_empty() {
             cli.options.artifact_dir.clone()
@@ -56,11 +74,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let mut options = saved.options;
-            if matches.value_source("epochs") == Some(ValueSource::CommandLine) {
-                options.epochs = cli.options.epochs;
-            }
-            (options, dir, true)
+            // The saved options, and what the command line gave: `train` refuses the run if
+            // anything given differs from the saved value (other than a raised --epochs).
+            let command = Cli::command();
+            let given = command
+                .get_arguments()
+                .map(|arg| arg.get_id().as_str())
+                .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine));
+            (saved.options.with_given(&cli.options, given), dir, true)
         }
         None => {
             let dir = cli
@@ -74,12 +95,12 @@ fn main() -> ExitCode {
 
     let device = Device::default();
     println!(
-        "training {} ({:?}) on {:?} with {:?} data, {} epochs; artifacts in {}",
+        "training {} ({:?}) with {:?} data, {} epochs{}; artifacts in {}",
         options.model,
         options.norm,
-        device,
         options.dataset,
         options.epochs,
+        if resume { ", resumed" } else { "" },
         artifact_dir.display()
     );
     let control = RunControl {

@@ -1,21 +1,16 @@
-//! The files of a run's artifact directory: written atomically (temporary file, then rename),
-//! so that a run killed at any moment leaves either the old or the new version.
+//! The files of a run's artifact directory: written atomically (temporary file flushed to disk,
+//! then renamed), so that a run killed at any moment leaves either the old or the new version.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::checkpoint::{complete_epochs, write_durably};
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically: through `PATH.tmp`, flushed to disk, then renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| TrainError::io(path, e))
+    write_durably(path, bytes, || {}).map_err(|e| TrainError::io(path, e))
 }
 
 /// Serializes `value` as pretty JSON to `path`, atomically.
@@ -32,20 +27,8 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainEr
 
 /// The last epoch whose model, optimizer and scheduler checkpoints are all on disk.
 pub fn last_complete_epoch(artifact_dir: &Path) -> Option<usize> {
-    let dir = artifact_dir.join("checkpoint");
-    let epochs = std::fs::read_dir(&dir).ok()?.filter_map(|entry| {
-        let name = entry.ok()?.file_name().to_string_lossy().into_owned();
-        name.strip_prefix("model-")?
-            .strip_suffix(".bpk")?
-            .parse::<usize>()
-            .ok()
-    });
-    epochs
-        .filter(|n| {
-            ["optim", "scheduler"]
-                .iter()
-                .all(|kind| dir.join(format!("{kind}-{n}.bpk")).is_file())
-        })
+    complete_epochs(&artifact_dir.join("checkpoint"))
+        .into_iter()
         .max()
 }
 

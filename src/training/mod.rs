@@ -3,7 +3,10 @@
 //! (`config.json`, `metrics.json`, the final weights, `curves.png`).
 
 mod artifacts;
+mod checkpoint;
 mod classifier;
+mod devices;
+pub mod fault;
 mod options;
 mod renderer;
 mod report;
@@ -30,14 +33,15 @@ use burn::train::{
     EarlyStoppingStrategy, ExecutionStrategy, Learner, MetricEarlyStoppingStrategy,
     MultiDeviceOptim, StoppingCondition, SupervisedTraining,
 };
-use models::resnet::{ResNet, ResNetConfig};
+use models::resnet::{Norm, ResNet, ResNetConfig, StageGroups};
 use serde::{Deserialize, Serialize};
 
 pub use artifacts::{
     default_artifact_dir, last_complete_epoch, link_last, read_json, write_atomic, write_json,
 };
 pub use classifier::Classifier;
-pub use options::{NormChoice, OptimizerChoice, StemChoice, TrainOptions};
+pub use devices::{Adapter, DeviceSelection, DeviceSpec, GpuBackends, WgpuApi, select_devices};
+pub use options::{NormChoice, OptimizerChoice, OptionDifference, StemChoice, TrainOptions};
 pub use renderer::LineRenderer;
 pub use report::{EpochMetrics, RunMetrics};
 pub use schedule::{Decay, Schedule};
@@ -63,6 +67,13 @@ pub enum TrainError {
         /// What went wrong.
         message: String,
     },
+    /// `--resume` with options other than the saved run's.
+    ResumeMismatch {
+        /// The run.
+        artifact_dir: PathBuf,
+        /// What differs.
+        differences: Vec<OptionDifference>,
+    },
     /// Training stopped with an error.
     Training(String),
 }
@@ -74,6 +85,24 @@ impl std::fmt::Display for TrainError {
             TrainError::Data(e) => write!(f, "data: {e}"),
             TrainError::Weights(e) => write!(f, "pretrained weights: {e}"),
             TrainError::Io { path, message } => write!(f, "{}: {message}", path.display()),
+            TrainError::ResumeMismatch {
+                artifact_dir,
+                differences,
+            } => {
+                write!(
+                    f,
+                    "cannot resume {}: options differ from its config.json:",
+                    artifact_dir.display()
+                )?;
+                for d in differences {
+                    write!(f, " {}: saved {}, given {};", d.option, d.saved, d.given)?;
+                }
+                write!(
+                    f,
+                    " a resumed run keeps its saved options (only --epochs may be raised); start \
+                     a new run in another --artifact-dir to change them"
+                )
+            }
             TrainError::Training(m) => write!(f, "training failed: {m}"),
         }
     }
@@ -110,6 +139,11 @@ pub struct RunConfig {
     pub image_size: usize,
     /// The per-channel normalization applied to images.
     pub normalization: Normalization,
+    /// What the group norms split, per stage and channel count (empty for BatchNorm); written
+    /// so that the effective groups of narrow layers are on record next to the requested
+    /// count. Absent from the config.json of earlier versions.
+    #[serde(default)]
+    pub norm_groups: Vec<StageGroups>,
 }
 
 /// What a finished run reports.
@@ -166,32 +200,60 @@ fn metric_names() -> [String; 4] {
     ]
 }
 
-/// The devices to train on: `indices` of the compiled GPU backend, or `default`.
-fn training_devices(indices: &[usize], default: &Device) -> Result<Vec<Device>, TrainError> {
-    if indices.is_empty() {
-        return Ok(vec![default.clone()]);
+/// `GroupNorm groups per stage (channels/groups): stem 16/16*; layer1 16/16*; ...`, or `None`
+/// for norms without groups.
+pub fn describe_groups(norm: &Norm, stages: &[StageGroups]) -> Option<String> {
+    let (threshold, rule) = match *norm {
+        Norm::Group { num_groups } => (
+            num_groups,
+            format!("fewer channels than --groups {num_groups}: one channel per group"),
+        ),
+        Norm::BurnGroup => (
+            Norm::BURN_GROUPS,
+            format!(
+                "fewer channels than burn's {} groups: one channel per group",
+                Norm::BURN_GROUPS
+            ),
+        ),
+        Norm::GroupSize(size) => (
+            size,
+            format!("fewer channels than --group-size {size}: one group"),
+        ),
+        Norm::Batch | Norm::Identity => return None,
+    };
+    let mut text = String::from("GroupNorm groups per stage (channels/groups):");
+    let mut narrow = false;
+    for (i, s) in stages.iter().enumerate() {
+        let new_stage = i == 0 || stages[i - 1].stage != s.stage;
+        if new_stage {
+            text.push_str(if i == 0 { " " } else { "; " });
+            text.push_str(&s.stage);
+        }
+        text.push_str(&format!(" {}/{}", s.channels, s.groups));
+        if s.channels < threshold {
+            text.push('*');
+            narrow = true;
+        }
     }
-    #[cfg(feature = "cuda")]
-    return Ok(indices.iter().map(|&i| Device::cuda(i)).collect());
-    #[cfg(all(
-        not(feature = "cuda"),
-        any(feature = "wgpu", feature = "vulkan", feature = "metal")
-    ))]
-    return Ok(indices
-        .iter()
-        .map(|&i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
-        .collect());
-    #[allow(unreachable_code)]
-    Err(TrainError::Options(
-        "--devices needs a GPU backend (build with --features cuda, wgpu, vulkan or metal)".into(),
-    ))
+    if narrow {
+        text.push_str(&format!(" (* {rule})"));
+    }
+    Some(text)
 }
 
-/// Trains a ResNet as `options` say on `device`, writing into `artifact_dir`.
+/// Trains a ResNet as `options` say, writing into `artifact_dir`: on `device`, or on the GPUs of
+/// `options.devices` (see [`select_devices`]).
 ///
 /// Opens and checks the data before anything else, so a bad dataset fails before training.
+/// Prints the devices and the groups of the group norms per stage (see
+/// [`Norm::groups_for`]) before it starts.
+///
 /// With `control.resume`, continues the run in `artifact_dir` from its last complete epoch
-/// (same epoch, optimizer state, schedule and data order).
+/// (same epoch, optimizer state, schedule and data order). `options` must then be the saved
+/// ones (`config.json`), except that `epochs` may be raised and `workers` and `artifact_dir`
+/// may differ (they do not change what is computed); anything else is refused with
+/// [`TrainError::ResumeMismatch`]. What a raised `epochs` does to the learning rate:
+/// [`Schedule`].
 pub fn train(
     options: &TrainOptions,
     artifact_dir: &Path,
@@ -201,6 +263,12 @@ pub fn train(
     let started = Instant::now();
     let start_time = SystemTime::now();
     options.validate().map_err(TrainError::Options)?;
+    let selection = select_devices(
+        &options.devices,
+        GpuBackends::COMPILED,
+        std::env::var("BURN_DEVICE").ok().as_deref(),
+    )
+    .map_err(TrainError::Options)?;
     let splits = data::open(&DataOptions {
         kind: options.dataset,
         dir: options.data_dir.as_deref(),
@@ -214,23 +282,56 @@ pub fn train(
     let model_config = options
         .model_config(splits.classes.len(), splits.image_size)
         .map_err(TrainError::Options)?;
+    let norm_groups = model_config
+        .norm_groups()
+        .map_err(|e| TrainError::Options(e.to_string()))?;
 
+    let checkpoint_dir = artifact_dir.join("checkpoint");
     let resume_epoch = if control.resume {
-        Some(last_complete_epoch(artifact_dir).ok_or_else(|| {
+        let epoch = last_complete_epoch(artifact_dir).ok_or_else(|| {
             TrainError::io(
                 artifact_dir,
                 "nothing to resume: no complete epoch checkpoint in checkpoint/",
             )
-        })?)
+        })?;
+        let saved: RunConfig = read_json(&artifact_dir.join("config.json"))?;
+        let mut differences = options.differences_from(&saved.options);
+        if saved.classes != splits.classes {
+            differences.push(OptionDifference {
+                option: "the data's classes".into(),
+                saved: saved.classes.join(","),
+                given: splits.classes.join(","),
+            });
+        }
+        if saved.image_size != splits.image_size {
+            differences.push(OptionDifference {
+                option: "the image size".into(),
+                saved: saved.image_size.to_string(),
+                given: splits.image_size.to_string(),
+            });
+        }
+        if !differences.is_empty() {
+            return Err(TrainError::ResumeMismatch {
+                artifact_dir: artifact_dir.to_path_buf(),
+                differences,
+            });
+        }
+        // What a killed run was writing is incomplete: only whole files count.
+        checkpoint::remove_temporaries(&checkpoint_dir)?;
+        checkpoint::remove_temporaries(artifact_dir)?;
+        checkpoint::check_epoch(&checkpoint_dir, epoch)?;
+        Some(epoch)
     } else {
         None
     };
-    if resume_epoch.is_none() && artifact_dir.join("checkpoint").exists() {
+    if resume_epoch.is_none() && checkpoint_dir.exists() {
         return Err(TrainError::io(
             artifact_dir,
             "already holds a run's checkpoints: pass --resume to continue it, or choose another --artifact-dir",
         ));
     }
+    let devices = selection.devices(device).map_err(TrainError::Options)?;
+    let main_device = devices[0].clone();
     std::fs::create_dir_all(artifact_dir).map_err(|e| TrainError::io(artifact_dir, e))?;
 
     let normalization = match options.dataset {
@@ -243,18 +344,32 @@ pub fn train(
         classes: splits.classes.clone(),
         image_size: splits.image_size,
         normalization,
+        norm_groups: norm_groups.clone(),
     };
     write_json(&artifact_dir.join("config.json"), &run_config)?;
+    println!(
+        "training on {}",
+        devices
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(line) = describe_groups(&model_config.norm, &norm_groups) {
+        println!("{line}");
+    }
 
-    device.seed(options.seed);
+    main_device.seed(options.seed);
     // Parameters created on an autodiff device are trainable; burn-train keeps them so when it
     // moves the model to its training device.
-    let ad_device = if device.is_autodiff() {
-        device.clone()
+    let ad_device = if main_device.is_autodiff() {
+        main_device.clone()
     } else {
-        device.clone().autodiff()
+        main_device.clone().autodiff()
     };
-    let mut resnet = model_config.init(&ad_device);
+    let mut resnet = model_config
+        .try_init(&ad_device)
+        .map_err(|e| TrainError::Options(e.to_string()))?;
     if let Some(path) = &options.pretrained {
         resnet = resnet
             .load_pytorch_backbone(path)
@@ -293,7 +408,7 @@ pub fn train(
             options.batch_size,
             Some(options.seed),
             options.workers,
-            device.clone(),
+            main_device.clone(),
         )
         .starting_at_epoch(done),
     );
@@ -303,7 +418,7 @@ pub fn train(
         options.batch_size,
         None,
         options.workers,
-        device.clone(),
+        main_device.clone(),
     ));
 
     // Keep the last epoch (to resume) and the best by validation accuracy.
@@ -316,13 +431,21 @@ pub fn train(
             Split::Valid,
         ))
         .build();
-    let devices = training_devices(&options.devices, device)?;
+    let [
+        model_checkpointer,
+        optim_checkpointer,
+        scheduler_checkpointer,
+    ] = checkpoint::checkpointers(&checkpoint_dir)?;
     let mut training = SupervisedTraining::new(artifact_dir, train_loader, valid_loader)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(TopKAccuracyMetric::new(5))
         .metric_valid_numeric(TopKAccuracyMetric::new(5))
         .metric_train_numeric(LearningRateMetric::new())
-        .with_default_checkpointers()
+        .with_custom_checkpointers(
+            model_checkpointer,
+            optim_checkpointer,
+            scheduler_checkpointer,
+        )
         .with_checkpointing_strategy(checkpointing)
         .num_epochs(options.epochs)
         .with_application_logger(None);
@@ -395,6 +518,34 @@ pub fn train(
     })
 }
 
+/// The groups of the versions before config.json recorded them: `gcd(count, channels)` on
+/// every layer (the same as today's rule wherever today's accepts the count).
+fn legacy_groups(config: &ResNetConfig) -> Vec<StageGroups> {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let groups = |channels: usize| match config.norm {
+        Norm::Group { num_groups } => gcd(num_groups, channels),
+        Norm::BurnGroup => gcd(Norm::BURN_GROUPS, channels),
+        Norm::GroupSize(size) => channels / gcd(size, channels),
+        Norm::Batch | Norm::Identity => 1,
+    };
+    if !config.norm.is_grouped() {
+        return Vec::new();
+    }
+    // One group fits every layer: its walk lists each stage's channel counts.
+    let mut walk = config.clone();
+    walk.norm = Norm::Group { num_groups: 1 };
+    walk.norm_groups()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|stage| StageGroups {
+            groups: groups(stage.channels),
+            ..stage
+        })
+        .collect()
+}
+
 /// Loads a trained model from an artifact directory (or its `model.bpk`): the model, its
 /// run configuration.
 pub fn load_run(path: &Path, device: &Device) -> Result<(ResNet, RunConfig), TrainError> {
@@ -415,9 +566,31 @@ pub fn load_run(path: &Path, device: &Device) -> Result<(ResNet, RunConfig), Tra
             "no trained weights (model.bpk is written when a run finishes)",
         ));
     }
+    let config_path = dir.join("config.json");
+    let groups = config
+        .model
+        .norm_groups()
+        .map_err(|e| TrainError::io(&config_path, format!("its model cannot be built: {e}")))?;
+    // The groups are not in the weights: a model built with other groups than it was trained
+    // with would load and compute something else.
+    let trained = if config.norm_groups.is_empty() {
+        legacy_groups(&config.model)
+    } else {
+        config.norm_groups.clone()
+    };
+    if trained != groups {
+        return Err(TrainError::io(
+            &config_path,
+            format!(
+                "the model was trained with GroupNorm groups {trained:?}, but this version \
+                 builds {groups:?} for its configuration"
+            ),
+        ));
+    }
     let model = config
         .model
-        .init(device)
+        .try_init(device)
+        .map_err(|e| TrainError::io(&config_path, format!("its model cannot be built: {e}")))?
         .try_load_file(&weights)
         .map_err(|e| TrainError::io(&weights, e))?;
     Ok((model, config))

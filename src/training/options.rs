@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use models::resnet::{Norm, ResNetConfig, Stem};
+use models::resnet::{Norm, ResNetConfig, ResNetConfigError, Stem};
 use serde::{Deserialize, Serialize};
 
+use super::devices::DeviceSpec;
 use super::schedule::Decay;
 use crate::data::DatasetKind;
 
@@ -52,10 +53,14 @@ pub struct TrainOptions {
     /// Normalization layers: gn (this crate's GroupNorm), bn (BatchNorm) or burn-gn (burn's GroupNorm).
     #[arg(long, value_enum, default_value = "gn")]
     pub norm: NormChoice,
-    /// Groups per GroupNorm layer (the paper's G = 32).
+    /// Groups per GroupNorm layer (the paper's G = 32). It must divide the channels of every
+    /// norm layer that has at least G; a layer with fewer channels (small --base-width) gets one
+    /// channel per group. The groups of each stage are printed at the start and saved in
+    /// config.json.
     #[arg(long, default_value_t = 32)]
     pub groups: usize,
-    /// Channels per group instead of a group count (overrides --groups).
+    /// Channels per group instead of a group count (overrides --groups). It must divide the
+    /// channels of every norm layer that has at least that many; a narrower layer is one group.
     #[arg(long)]
     pub group_size: Option<usize>,
     /// Channels of the stem and first stage (64 is the standard ResNet; smaller trains faster).
@@ -77,7 +82,8 @@ pub struct TrainOptions {
     /// Images per batch (per device).
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Training epochs.
+    /// Training epochs. With --resume it may be raised: the learning-rate schedule is then
+    /// recomputed for the new total (see --resume).
     #[arg(long, default_value_t = 6)]
     pub epochs: usize,
     /// Peak learning rate for 256 images per step, scaled linearly to the actual batch (0.8
@@ -113,9 +119,12 @@ pub struct TrainOptions {
     /// classifier is re-initialized for the dataset's classes.
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
-    /// GPU indices for data-parallel training (e.g. 0,1); default: the one default device.
+    /// GPUs to train on, e.g. 1 (that GPU alone) or 0,1 (data-parallel): CUDA device ordinals,
+    /// or with wgpu/vulkan/metal the Nth discrete GPU; integrated:N, discrete:N and virtual:N
+    /// select wgpu adapters by kind. Needs a GPU backend feature; BURN_DEVICE picks the backend
+    /// when several are compiled in. Default: the default device.
     #[arg(long, value_delimiter = ',')]
-    pub devices: Vec<usize>,
+    pub devices: Vec<DeviceSpec>,
     /// Training images of the synthetic dataset.
     #[arg(long, default_value_t = 5000)]
     pub synthetic_train: usize,
@@ -176,8 +185,97 @@ impl TrainOptions {
             .with_norm(norm)
             .with_stem(stem)
             .with_base_width(self.base_width);
-        config.validate().map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| self.explain(&config, e))?;
         Ok(config)
+    }
+
+    /// The model's error in the options' terms.
+    fn explain(&self, config: &ResNetConfig, err: ResNetConfigError) -> String {
+        let ResNetConfigError::Groups {
+            norm,
+            layer,
+            channels,
+            fit_layer,
+            fit_network,
+        } = &err
+        else {
+            return err.to_string();
+        };
+        let list = |values: &[usize]| {
+            values
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let network = format!("{} at --base-width {}", self.model, config.base_width);
+        match norm {
+            Norm::GroupSize(size) => format!(
+                "--group-size {size} does not divide the {channels} channels of norm layer \
+                 {layer}; sizes that divide {channels}: {}; sizes that fit every norm layer of \
+                 {network}: {} (a layer with fewer channels than the size is one group)",
+                list(fit_layer),
+                list(fit_network)
+            ),
+            Norm::BurnGroup => format!(
+                "--norm burn-gn uses burn's GroupNorm with {} groups, which do not divide the \
+                 {channels} channels of norm layer {layer}; use --norm gn with --groups from: {}",
+                Norm::BURN_GROUPS,
+                list(fit_network)
+            ),
+            _ => format!(
+                "--groups {} does not divide the {channels} channels of norm layer {layer}; \
+                 counts that divide {channels}: {}; counts that fit every norm layer of \
+                 {network}: {} (a layer with fewer channels than --groups gets one channel per \
+                 group)",
+                self.groups,
+                list(fit_layer),
+                list(fit_network)
+            ),
+        }
+    }
+
+    /// What differs between these options and `saved` (a run's `config.json`) that a resumed
+    /// run cannot change: everything but a raised `epochs`, `workers` (it only sets how many
+    /// batches are prepared ahead) and `artifact_dir` (the run may have been moved).
+    pub fn differences_from(&self, saved: &TrainOptions) -> Vec<OptionDifference> {
+        let (given, saved) = (fields(self), fields(saved));
+        let mut differences = Vec::new();
+        for (name, saved_value) in &saved {
+            let given_value = given.get(name).unwrap_or(&serde_json::Value::Null);
+            let allowed = match name.as_str() {
+                "workers" | "artifact_dir" => true,
+                "epochs" => given_value.as_u64() >= saved_value.as_u64(),
+                _ => false,
+            };
+            if given_value != saved_value && !allowed {
+                differences.push(OptionDifference {
+                    option: format!("--{}", name.replace('_', "-")),
+                    saved: show(saved_value),
+                    given: show(given_value),
+                });
+            }
+        }
+        differences
+    }
+
+    /// These options with the fields named in `names` (their serde and clap names, such as
+    /// `base_width`) taken from `given`; names that are not options are ignored. The `train`
+    /// program resumes with the saved options and what was given on its command line.
+    pub fn with_given<'a>(
+        &self,
+        given: &TrainOptions,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> TrainOptions {
+        let mut merged = fields(self);
+        let given = fields(given);
+        for name in names {
+            if let (Some(slot), Some(value)) = (merged.get_mut(name), given.get(name)) {
+                *slot = value.clone();
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(merged))
+            .expect("fields of two TrainOptions make a TrainOptions")
     }
 
     /// Checks what the parser cannot.
@@ -218,5 +316,144 @@ impl TrainOptions {
             return Err("--group-size must be at least 1, got 0".into());
         }
         Ok(())
+    }
+}
+
+/// An option a resumed run cannot change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionDifference {
+    /// The option (`--base-width`), or what else differs.
+    pub option: String,
+    /// The value in `config.json`.
+    pub saved: String,
+    /// The value given.
+    pub given: String,
+}
+
+fn fields(options: &TrainOptions) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(options).expect("TrainOptions serializes") {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("TrainOptions serializes to an object"),
+    }
+}
+
+/// A value as it would be written on the command line.
+fn show(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "(not set)".into(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) if items.is_empty() => "(none)".into(),
+        serde_json::Value::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(mut differences: Vec<OptionDifference>) -> Vec<(String, String, String)> {
+        differences.sort_by(|a, b| a.option.cmp(&b.option));
+        differences
+            .into_iter()
+            .map(|d| (d.option, d.saved, d.given))
+            .collect()
+    }
+
+    #[test]
+    fn resume_differences_name_the_option_and_both_values() {
+        let saved = TrainOptions::defaults();
+        let mut given = saved.clone();
+        assert!(given.differences_from(&saved).is_empty());
+        // What a resumed run may change.
+        given.workers = 0;
+        given.artifact_dir = Some("moved/run".into());
+        given.epochs = saved.epochs + 4;
+        assert!(given.differences_from(&saved).is_empty());
+
+        given.base_width = 8;
+        given.lr = 1.6;
+        given.epochs = saved.epochs - 1;
+        given.devices = vec![DeviceSpec::Gpu(1), DeviceSpec::Integrated(0)];
+        given.group_size = Some(4);
+        let expect = |option: &str, saved: &str, given: &str| {
+            (option.to_string(), saved.to_string(), given.to_string())
+        };
+        assert_eq!(
+            sorted(given.differences_from(&saved)),
+            [
+                expect("--base-width", "16", "8"),
+                expect("--devices", "(none)", "1,integrated:0"),
+                expect("--epochs", "6", "5"),
+                expect("--group-size", "(not set)", "4"),
+                expect("--lr", "0.8", "1.6"),
+            ]
+        );
+    }
+
+    #[test]
+    fn with_given_takes_only_the_named_fields() {
+        let saved = TrainOptions {
+            base_width: 8,
+            epochs: 3,
+            ..TrainOptions::defaults()
+        };
+        // Parsed from a command line that gave --epochs 5 --lr 0.4: the rest are defaults.
+        let given = TrainOptions {
+            epochs: 5,
+            lr: 0.4,
+            ..TrainOptions::defaults()
+        };
+        let merged = saved.with_given(&given, ["epochs", "lr", "resume", "patience"]);
+        assert_eq!(
+            merged,
+            TrainOptions {
+                epochs: 5,
+                lr: 0.4,
+                ..saved.clone()
+            }
+        );
+        assert_eq!(saved.with_given(&given, []), saved);
+    }
+
+    #[test]
+    fn group_errors_speak_in_options() {
+        let options = TrainOptions {
+            groups: 3,
+            ..TrainOptions::defaults()
+        };
+        let err = options.model_config(10, 32).unwrap_err();
+        assert!(
+            err.starts_with("--groups 3 does not divide the 16 channels of norm layer bn1"),
+            "{err}"
+        );
+        assert!(
+            err.contains("counts that divide 16: 1, 2, 4, 8, 16;"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "every norm layer of resnet18 at --base-width 16: 1, 2, 4, 8, 16, 32, 64, 128"
+            ),
+            "{err}"
+        );
+        let options = TrainOptions {
+            group_size: Some(3),
+            ..TrainOptions::defaults()
+        };
+        let err = options.model_config(10, 32).unwrap_err();
+        assert!(err.starts_with("--group-size 3 does not divide"), "{err}");
+        let options = TrainOptions {
+            norm: NormChoice::BurnGn,
+            base_width: 48,
+            ..TrainOptions::defaults()
+        };
+        let err = options.model_config(10, 32).unwrap_err();
+        assert!(
+            err.starts_with("--norm burn-gn uses burn's GroupNorm with 32 groups"),
+            "{err}"
+        );
+        // The default (32 groups at width 16) is valid: the 16-channel layers get 16 groups.
+        TrainOptions::defaults().model_config(10, 32).unwrap();
     }
 }

@@ -17,6 +17,14 @@ pub enum Decay {
 
 /// The learning rate of each optimizer step. Its state (the step count) is saved in the
 /// checkpoints, so a resumed run continues the same curve.
+///
+/// Only the step count is saved: the curve is rebuilt from the options when a run resumes. With
+/// the same `--epochs` it is the same curve; with a raised `--epochs` the total grows, and the
+/// resumed steps follow the curve of a run that had the new total from the start (the warmup,
+/// in epochs, is unchanged). Cosine: the rate at the resumed step is that longer cosine's, so it
+/// jumps up from where the old one had brought it, then decays to 0 at the new last step.
+/// Step: the divisions by 10 move to 30%, 60% and 80% of the new total, so the rate can go back
+/// up by a factor of 10 or more.
 #[derive(Clone, Debug)]
 pub struct Schedule {
     peak: f64,
@@ -62,6 +70,7 @@ impl Schedule {
 
 impl LrScheduler for Schedule {
     fn step(&mut self) -> LearningRate {
+        super::fault::before_step(self.step);
         let lr = self.at(self.step);
         self.step += 1;
         lr
@@ -75,5 +84,41 @@ impl LrScheduler for Schedule {
         if let Some(step) = record.scalar::<u64>("step") {
             self.step = step as usize;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the `--resume` help and docs/training.md say a raised `--epochs` does.
+    #[test]
+    fn raised_epochs_rebuild_the_curve() {
+        let steps = 100; // per epoch
+        let six = Schedule::new(1.0, steps, 6 * steps, Decay::Cosine);
+        let twelve = Schedule::new(1.0, steps, 12 * steps, Decay::Cosine);
+        // The six-epoch run ends near 0; resumed with --epochs 12, its next step is at 57%.
+        assert!(six.at(6 * steps - 1) < 1e-3);
+        assert!((twelve.at(6 * steps) - 0.571).abs() < 1e-3);
+        assert!(twelve.at(12 * steps - 1) < 1e-4);
+        // The warmup (in steps) does not change.
+        assert_eq!(six.at(steps / 2), twelve.at(steps / 2));
+
+        let six = Schedule::new(1.0, steps, 6 * steps, Decay::Step);
+        let twelve = Schedule::new(1.0, steps, 12 * steps, Decay::Step);
+        assert!((six.at(6 * steps - 1) - 1e-3).abs() < 1e-12);
+        assert!((twelve.at(6 * steps) - 0.1).abs() < 1e-12);
+    }
+
+    /// The step count is what a checkpoint holds, and all the state there is.
+    #[test]
+    fn the_record_restores_the_position() {
+        let mut a = Schedule::new(1.0, 10, 100, Decay::Cosine);
+        for _ in 0..37 {
+            a.step();
+        }
+        let mut b = Schedule::new(1.0, 10, 100, Decay::Cosine);
+        b.load_record(a.to_record());
+        assert_eq!(a.step(), b.step());
     }
 }
