@@ -2,10 +2,9 @@
 //! (`tools/gen_resnet_fixtures.py`) load through `load_pytorch_weights` and reproduce PyTorch's
 //! float64 logits; weights round-trip; bad files give clear errors.
 
-
+use crate::common::{Fixture, assert_close, devices, fixture_path, values};
 use burn::module::Module;
 use burn::tensor::{DType, Device};
-use crate::common::{Fixture, assert_close, devices, fixture_path, values};
 use models::resnet::{Norm, ResNet, ResNetConfig, Stem, WeightsError};
 
 /// Relative tolerance of f32 logits against the f64 reference after 18 or 50 layers of f32
