@@ -140,13 +140,20 @@ impl BlockKind {
 
 /// Configuration of a [`ResNet`].
 ///
-/// ```rust,ignore
-/// let model = ResNetConfig::resnet50(10)
-///     .with_norm(Norm::Group { num_groups: 32 })
+/// ```rust
+/// # use burn::tensor::{Device, Distribution, Tensor};
+/// # use models::resnet::{Norm, ResNetConfig, Stem};
+/// # let device = Device::flex();
+/// let model = ResNetConfig::resnet18(10)
+///     .with_norm(Norm::Group { num_groups: 8 })
 ///     .with_stem(Stem::Cifar)
-///     .with_base_width(64)
+///     .with_base_width(16)
 ///     .with_zero_init_last(true)
 ///     .init(&device);
+/// let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
+/// assert_eq!(model.forward(images).dims(), [2, 10]);
+/// // A group count that does not divide a layer's channels is an error, not a substitution:
+/// assert!(ResNetConfig::resnet18(10).with_norm(Norm::Group { num_groups: 3 }).validate().is_err());
 /// ```
 #[derive(Config, Debug)]
 pub struct ResNetConfig {
