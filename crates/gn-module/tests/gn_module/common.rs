@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use gn_module::backend::GroupNormBackend;
 use gn_module::{Activation, composite, group_norm_with_activation};
 use safetensors::SafeTensors;
 
@@ -221,4 +223,31 @@ pub fn nhwc(values: &[f64], [n, c, h, w]: [usize; 4], device: &Device, dtype: DT
         stored[((ni * h + hi) * w + wi) * c + ci] = *v;
     }
     tensor(&stored, [n, h, w, c], device, dtype).permute([0, 3, 1, 2])
+}
+
+/// The backend's backward op on `dy`, the forward's input `x`, `[gamma, beta]` and the
+/// forward's `[mean, rstd]`: `[dx, dgamma, dbeta]`.
+pub fn backend_backward(
+    dy: Tensor<4>,
+    x: &Tensor<4>,
+    [gamma, beta]: [&Tensor<1>; 2],
+    [mean, rstd]: [&Tensor<2>; 2],
+    groups: usize,
+    activation: Activation,
+) -> [Vec<f64>; 3] {
+    let (dx, dg, db) = <Dispatch as GroupNormBackend>::group_norm_backward(
+        dy.into_dispatch(),
+        x.clone().into_dispatch(),
+        gamma.clone().into_dispatch(),
+        beta.clone().into_dispatch(),
+        mean.clone().into_dispatch(),
+        rstd.clone().into_dispatch(),
+        groups,
+        activation.code(),
+    );
+    [
+        values(Tensor::<4>::from_dispatch(dx)),
+        values(Tensor::<1>::from_dispatch(dg)),
+        values(Tensor::<1>::from_dispatch(db)),
+    ]
 }

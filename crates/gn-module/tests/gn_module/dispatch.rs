@@ -3,13 +3,11 @@
 //! claimed and only there: counted by `gn_module::probe`. And the names of this build's
 //! devices map to the gn-module features that compile their kernels.
 
-use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor};
-use gn_module::backend::GroupNormBackend;
 use gn_module::probe::{self, Kernel, Path};
 use gn_module::{Activation, GroupNormConfig, composite, fused, group_norm};
 
-use crate::common::{assert_close, devices, f64_devices, randn, tensor, values};
+use crate::common::{assert_close, backend_backward, devices, f64_devices, randn, tensor, values};
 
 fn kernel_of(backend: &str) -> Kernel {
     match backend {
@@ -194,17 +192,9 @@ fn backward_runs_in_place_over_an_unshared_gradient() {
             .unwrap();
             let dy_values = randn(NUMEL, 8);
             let backward = |dy: Tensor<4>| {
-                let (dx, _, _) = <Dispatch as GroupNormBackend>::group_norm_backward(
-                    dy.into_dispatch(),
-                    x.clone().into_dispatch(),
-                    gamma.clone().into_dispatch(),
-                    beta.clone().into_dispatch(),
-                    mean.clone().into_dispatch(),
-                    rstd.clone().into_dispatch(),
-                    4,
-                    Activation::Silu.code(),
-                );
-                values(Tensor::<4>::from_dispatch(dx))
+                let [dx, _, _] =
+                    backend_backward(dy, &x, [&gamma, &beta], [&mean, &rstd], 4, Activation::Silu);
+                dx
             };
 
             let dy = tensor(&dy_values, SHAPE, &device, dtype);

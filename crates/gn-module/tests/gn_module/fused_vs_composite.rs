@@ -5,12 +5,10 @@
 //! f32 arithmetic allow (derived in `reference`), so the fused kernels and the composite path
 //! agree with each other within the sum of their bounds.
 
-use crate::common::{devices, nhwc, randn, tensor, values};
+use crate::common::{backend_backward, devices, nhwc, randn, tensor, values};
 use crate::reference::{ACTIVATIONS, Output, Problem};
-use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor};
-use gn_module::backend::GroupNormBackend;
-use gn_module::{Activation, group_norm_with_activation};
+use gn_module::group_norm_with_activation;
 
 /// `(shape, groups)`: the benchmark shapes with a small batch, odd ones (one channel per
 /// group, one group, 1x1 spatial, a single sample, a rank-2 input), and large groups.
@@ -112,33 +110,6 @@ fn fused_matches_composite() {
             }
         }
     }
-}
-
-/// The backend's backward op on `dy`, the forward's input `x`, `[gamma, beta]` and the
-/// forward's `[mean, rstd]`: `[dx, dgamma, dbeta]`.
-fn backend_backward(
-    dy: Tensor<4>,
-    x: &Tensor<4>,
-    [gamma, beta]: [&Tensor<1>; 2],
-    [mean, rstd]: [&Tensor<2>; 2],
-    groups: usize,
-    activation: Activation,
-) -> [Vec<f64>; 3] {
-    let (dx, dg, db) = <Dispatch as GroupNormBackend>::group_norm_backward(
-        dy.into_dispatch(),
-        x.clone().into_dispatch(),
-        gamma.clone().into_dispatch(),
-        beta.clone().into_dispatch(),
-        mean.clone().into_dispatch(),
-        rstd.clone().into_dispatch(),
-        groups,
-        activation.code(),
-    );
-    [
-        values(Tensor::<4>::from_dispatch(dx)),
-        values(Tensor::<1>::from_dispatch(dg)),
-        values(Tensor::<1>::from_dispatch(db)),
-    ]
 }
 
 /// The backend ops called directly with inputs that are shared (so the kernels cannot work in
