@@ -1,6 +1,6 @@
 //! The batch-size study (Wu & He 2018, Figure 1 and Table 2 in miniature): the same model,
 //! data, seed and epochs trained with GroupNorm and BatchNorm at decreasing images per batch,
-//! through the same [`training::train`] as the `train` program.
+//! through the same [`train`](crate::train) as the `train` program.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,9 +9,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{self, StudyLine};
-use crate::training::{
-    self, NormChoice, RunControl, TrainError, TrainOptions, write_atomic, write_json,
-};
+use crate::{NormChoice, RunControl, TrainError, TrainOptions, write_atomic, write_json};
 
 /// The paper's ResNet-50 ImageNet top-1 validation error (%) at 32, 16, 8, 4 and 2 images per
 /// GPU (Table 2).
@@ -85,7 +83,7 @@ pub fn run(
                 run_options.scaled_lr()
             );
             let started = Instant::now();
-            let report = training::train(&run_options, &run_dir, &RunControl::default(), device)?;
+            let report = crate::train(&run_options, &run_dir, &RunControl::default(), device)?;
             let entry = StudyEntry {
                 norm,
                 batch_size,

@@ -1,6 +1,12 @@
-//! The training program's engine, shared by the `train` and `batch_size_study` examples: open
-//! the data, build the ResNet, run burn-train's supervised learner, and write the artifacts
-//! (`config.json`, `metrics.json`, the final weights, `curves.png`).
+#![warn(missing_docs)]
+//! The training program's engine, shared by the `train`, `infer` and `batch_size_study`
+//! examples: open the data ([`data`]), build the ResNet, run burn-train's supervised learner,
+//! and write the artifacts (`config.json`, `metrics.json`, the final weights, `curves.png`
+//! drawn by [`plot`]); [`study`] runs the batch-size study on top of [`train`].
+
+pub mod data;
+pub mod plot;
+pub mod study;
 
 mod artifacts;
 mod checkpoint;
@@ -47,8 +53,7 @@ pub use report::{EpochMetrics, RunMetrics};
 pub use schedule::{Decay, Schedule};
 
 use crate::data::{
-    self, Augmentation, DataError, DataOptions, DatasetKind, EpochLoader, ImageBatcher,
-    Normalization,
+    Augmentation, DataError, DataOptions, DatasetKind, EpochLoader, ImageBatcher, Normalization,
 };
 
 /// Why a run failed.
