@@ -4,7 +4,7 @@ Format (https://www.cs.toronto.edu/~kriz/cifar.html, binary version): each file 
 of 3073-byte records, a label byte (0-9) then 1024 red, 1024 green and 1024 blue bytes of a
 32x32 image, row-major.
 
-Outputs under tests/fixtures/cifar10/:
+Outputs under crates/training/tests/fixtures/cifar10/:
   cifar-10-batches-bin/data_batch_{1..5}.bin  3 records each (15 training images)
   cifar-10-batches-bin/test_batch.bin         4 records
   truncated/ the same files, but data_batch_3.bin cut in the middle of its second record
@@ -16,7 +16,9 @@ n % 10, so the test can check every byte.
 
 import os
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "cifar10")
+ROOT = os.path.join(
+    os.path.dirname(__file__), "..", "crates", "training", "tests", "fixtures", "cifar10"
+)
 
 
 def record(n):

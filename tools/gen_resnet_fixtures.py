@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate small-width ResNet reference fixtures from timm's ResNet.
 
-Writes to tests/fixtures/resnet/:
+Writes to crates/models/tests/fixtures/resnet/:
   resnet50_gn_w8.safetensors        float32 state dict (Bottleneck [3,4,6,3], GroupNorm(4))
   resnet18_gn_w8.pth                torch.save(state_dict) pickle (BasicBlock [2,2,2,2], GroupNorm(4))
   resnet50_bn_w8.safetensors        Bottleneck, BatchNorm2d (random running stats, eval mode)
@@ -46,7 +46,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet, make_blocks
 from st_io import write_safetensors
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(REPO_ROOT, "tests", "fixtures", "resnet")
+DEFAULT_OUT = os.path.join(REPO_ROOT, "crates", "models", "tests", "fixtures", "resnet")
 
 CHANNELS = (8, 16, 32, 64)
 WIDTH = 8  # stem width

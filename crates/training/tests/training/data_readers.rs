@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::data::dataset::Dataset;
-use gn_burn::data::{
+use training::data::{
     self, DataError, DataOptions, DatasetKind, ImageFolder, SyntheticDataset, read_cifar10,
 };
 

@@ -13,11 +13,32 @@ use burn::optim::lr_scheduler::LrSchedulerRecord;
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Tensor};
 use burn::train::checkpoint::Checkpoint;
-use gn_burn::training::{
-    self, DeviceSpec, GpuBackends, RunControl, RunMetrics, TrainError, TrainOptions,
-};
+use training::{self, DeviceSpec, GpuBackends, RunControl, RunMetrics, TrainError, TrainOptions};
 
-use crate::common::devices;
+/// Every backend compiled into this test build, by name: flex (a default feature), ndarray
+/// with its feature, wgpu with `wgpu-tests` (a driver is needed to run, not to build), so the
+/// README's test command covers flex and ndarray and CI's `--features wgpu-tests` run adds wgpu
+/// on lavapipe.
+// The pushes depend on the compiled features.
+#[allow(clippy::vec_init_then_push)]
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut devices = Vec::new();
+    #[cfg(feature = "flex")]
+    devices.push(("flex", Device::flex()));
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)] // burn-ndarray is deprecated upstream; still supported and tested.
+    devices.push(("ndarray", Device::ndarray()));
+    #[cfg(feature = "wgpu-tests")]
+    devices.push((
+        "wgpu",
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+    ));
+    assert!(
+        !devices.is_empty(),
+        "no backend feature enabled for the tests"
+    );
+    devices
+}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gn-burn-train-{}-{name}", std::process::id()));
@@ -255,7 +276,7 @@ fn bad_options_and_data_fail_before_training() {
     );
 
     let mut options = small(64, 32, 1);
-    options.dataset = gn_burn::data::DatasetKind::Cifar10;
+    options.dataset = training::data::DatasetKind::Cifar10;
     options.data_dir = Some("/no/such/cifar".into());
     let err = training::train(&options, &dir, &RunControl::default(), &device).unwrap_err();
     assert!(err.to_string().contains("/no/such/cifar"), "{err}");
@@ -334,12 +355,7 @@ fn crash_child() {
 /// `ready` holds, and kills it with SIGKILL.
 fn kill_at_fault(dir: &Path, fault: &str, ready: impl Fn() -> bool) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "training::crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["train::crash_child", "--exact", "--ignored", "--nocapture"])
         .env(CHILD_DIR, dir)
         .env(training::fault::FAULT_ENV, fault)
         .stdout(Stdio::null())

@@ -2,8 +2,8 @@
 //! well-formed study.json, study.csv and study.png.
 
 use burn::tensor::Device;
-use gn_burn::study::{self, Study};
-use gn_burn::training::{NormChoice, TrainOptions, read_json};
+use training::study::{self, Study};
+use training::{NormChoice, TrainOptions, read_json};
 
 #[test]
 fn tiny_study_writes_its_outputs() {

@@ -1,0 +1,7 @@
+//! The training crate's integration tests, in one binary: the data readers (CIFAR-10 fixtures
+//! in `tests/fixtures/cifar10`, written by `tools/gen_cifar10_fixture.py`), training end to
+//! end, resume and the crash test, and the batch-size study.
+
+mod data_readers;
+mod study;
+mod train;
