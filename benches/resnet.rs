@@ -10,6 +10,8 @@
 //! Run with `cargo bench --bench resnet`; filter with criterion's argument, e.g.
 //! `cargo bench --bench resnet -- 8x224/group`.
 
+// The devices and the sync are the GroupNorm bench's helpers, shared rather than copied.
+#[path = "../crates/gn-module/benches/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

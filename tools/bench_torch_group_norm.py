@@ -15,7 +15,7 @@ Usage:
          [--channels-last] [--activation silu]
 
 --channels-last times x (and dy) in torch.channels_last memory format, as
-GN_BENCH_LAYOUT=channels_last does in `cargo bench --bench group_norm`.
+GN_BENCH_LAYOUT=channels_last does in `cargo bench --workspace --bench group_norm`.
 --activation silu (or relu) times GroupNorm followed by F.silu (F.relu), as
 GN_BENCH_ACTIVATION=silu does there.
 """

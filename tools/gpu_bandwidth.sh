@@ -6,7 +6,7 @@
 #   tools/gpu_bandwidth.sh PEAK_GB_PER_S [BENCH_BINARY]
 #
 # PEAK_GB_PER_S: the device's memory bandwidth in GB/s (10^9 bytes), e.g. 4800 for an H200.
-# BENCH_BINARY: a `group_norm` bench built elsewhere (`cargo bench --bench group_norm
+# BENCH_BINARY: a `group_norm` bench built elsewhere (`cargo bench --workspace --bench group_norm
 # --features cuda --no-run` prints its path); without it, this builds one with the features in
 # GN_FEATURES (default `cuda`; `wgpu` or `vulkan` run it through Vulkan). Both the bench's
 # `cuda` and `wgpu` devices are measured when compiled in.
@@ -17,8 +17,8 @@ peak=${1:?usage: tools/gpu_bandwidth.sh PEAK_GB_PER_S [BENCH_BINARY]}
 bench=${2:-}
 if [ -z "$bench" ]; then
     features=${GN_FEATURES:-cuda}
-    bench=$(cargo bench --bench group_norm --features "$features" --no-run 2>&1 |
-        sed -n 's/.*Executable benches\/group_norm.rs (\(.*\))/\1/p')
+    bench=$(cargo bench --workspace --bench group_norm --features "$features" --no-run 2>&1 |
+        sed -n 's/.*Executable .*benches\/group_norm.rs (\(.*\))/\1/p')
     [ -x "$bench" ] || { echo "could not build the group_norm bench with --features $features" >&2; exit 1; }
 fi
 

@@ -1,4 +1,4 @@
-"""The allocator settings gn-burn's benchmarks and programs use (src/alloc.rs), for PyTorch.
+"""The allocator settings gn-burn's benchmarks and programs use (crates/gn-module/src/alloc.rs), for PyTorch.
 
 glibc returns freed memory at the top of its heap to the system once more than twice the
 largest recent large block is free; tensors of tens of megabytes freed and allocated every

@@ -27,6 +27,7 @@
 //! NaN or infinity in a group only affects that group's output.
 
 mod activation;
+pub mod alloc;
 mod autodiff;
 pub mod backend;
 pub mod composite;

@@ -1,4 +1,5 @@
-//! What both benches share: the devices of the compiled backends, a sync, and a timer of
+//! What the benches share (this crate's `group_norm` and the repository's `resnet`, which
+//! includes this file by path): the devices of the compiled backends, a sync, and a timer of
 //! queued calls.
 
 use std::hint::black_box;

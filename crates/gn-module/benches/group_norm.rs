@@ -1,7 +1,9 @@
 //! GroupNorm speed: this crate's GroupNorm against `burn::nn::GroupNorm`, forward and
 //! forward + backward, on every compiled backend, for the shapes of the issue (G = 32), in f32
-//! and f16. Run with `cargo bench --bench group_norm` (add `--features ndarray,wgpu` for more
-//! backends); `tools/bench_torch_group_norm.py` times PyTorch on the same shapes.
+//! and f16. Run with `cargo bench --workspace --bench group_norm` from the
+//! repository (flex and ndarray, the root's default features; add `--features wgpu` for more
+//! backends; `cargo bench -p gn-module --bench group_norm` builds gn-module alone, with its own
+//! features); `tools/bench_torch_group_norm.py` times PyTorch on the same shapes.
 //!
 //! Criterion also reports each op's bandwidth: the least traffic it needs (forward: x read, y
 //! written; forward + backward: x twice, y, dy and dx; the seed: one write), over its time. It
@@ -212,8 +214,8 @@ fn bench(c: &mut Criterion) {
 criterion_group!(benches, bench);
 
 fn main() {
-    // The same allocator settings as tools/bench_torch_group_norm.py (see gn_burn::alloc).
-    gn_burn::alloc::keep_freed_memory();
+    // The same allocator settings as tools/bench_torch_group_norm.py (see gn_module::alloc).
+    gn_module::alloc::keep_freed_memory();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
