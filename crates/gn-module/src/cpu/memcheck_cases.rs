@@ -5,8 +5,12 @@
 
 use half::{bf16, f16};
 
-use super::rows::{ACT_NONE, ACT_RELU, ACT_SILU};
-use super::{CpuElem, Order, View, channels_first, channels_last, channels_last_blocks, transpose};
+use super::{CpuElem, Order, View, channels_first, channels_last, transpose};
+use crate::activation::Activation;
+
+const ACT_NONE: u32 = Activation::CODE_NONE;
+const ACT_RELU: u32 = Activation::CODE_RELU;
+const ACT_SILU: u32 = Activation::CODE_SILU;
 
 /// An element type of the cases: conversions, and the error its rounding allows.
 trait CaseElem: CpuElem + core::fmt::Debug {
@@ -246,14 +250,14 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         assert_eq!(xv.order(), Some(Order::ChannelsFirst));
         let what = |p: &str| format!("{case}, channels-first pad {pad_c}: {p}");
 
-        let f = channels_first::forward(&xv, groups, &gamma, &beta, EPS, code);
+        let f = channels_first::forward(&xv, (groups, &gamma, &beta, EPS, code), false);
         for (i, &v) in f.y.iter().enumerate() {
             close(v, want.y[i], &|| what(&format!("y[{i}]")));
         }
         close_f64::<E>(&f.mean, &want.mean, &what("mean"));
         close_f64::<E>(&f.rstd, &want.rstd, &what("rstd"));
 
-        let bw = channels_first::backward(&xv, &gv, groups, &want.rstd, &gamma, &beta, code);
+        let bw = channels_first::backward(&xv, &gv, (groups, &want.rstd, &gamma, &beta, code));
         for (i, &v) in bw.dx.iter().enumerate() {
             close(v, want.dx[i], &|| what(&format!("dx[{i}]")));
         }
@@ -261,7 +265,7 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         close_f64::<E>(&bw.dbeta, &want.dbeta, &what("dbeta"));
 
         // In place, where the adapters would take it: dense tensors only.
-        if pad_c == 0 && channels_first::inplace_supported::<E>(s) {
+        if pad_c == 0 {
             let mut data: Vec<E> = x.iter().map(|&v| E::from_f64(v)).collect();
             let shape = [n, c, s];
             let (mean, rstd) =
@@ -315,14 +319,15 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
             (b * s + p) * c + ch
         };
 
-        let f = channels_last::forward(&xv, groups, &gamma, &beta, EPS, code);
+        let f = channels_last::forward(&xv, (groups, &gamma, &beta, EPS, code));
         for i in 0..numel {
             close(f.y[nsc(i)], want.y[i], &|| what(&format!("y[{i}]")));
         }
         close_f64::<E>(&f.mean, &want.mean, &what("mean"));
         close_f64::<E>(&f.rstd, &want.rstd, &what("rstd"));
         for per_task in [1, 2] {
-            let f = channels_last_blocks::forward(&xv, groups, per_task, &gamma, &beta, EPS, code);
+            let f =
+                channels_last::forward_blocks(&xv, (groups, &gamma, &beta, EPS, code), per_task);
             for i in 0..numel {
                 close(f.y[nsc(i)], want.y[i], &|| {
                     what(&format!("blocks {per_task}: y[{i}]"))
@@ -332,7 +337,7 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
             close_f64::<E>(&f.rstd, &want.rstd, &what("blocks: rstd"));
         }
 
-        let bw = channels_last::backward(&xv, &gv, groups, &want.rstd, &gamma, &beta, code);
+        let bw = channels_last::backward(&xv, &gv, (groups, &want.rstd, &gamma, &beta, code));
         for i in 0..numel {
             close(bw.dx[nsc(i)], want.dx[i], &|| what(&format!("dx[{i}]")));
         }
@@ -345,7 +350,7 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         for (i, &v) in x_cf.iter().enumerate() {
             assert_eq!(v.to_f64(), x[i], "{}", what(&format!("copy [{i}]")));
         }
-        if channels_first::inplace_supported::<E>(s) {
+        {
             let xv = View {
                 data: &x_cf[..],
                 offset: 0,
