@@ -4,20 +4,16 @@
 
 use macerator::{Scalar, Simd, Vector};
 
-use super::channels_last::{backward_apply_cols, backward_col_sums, normalize_cols};
-use super::simd::{
-    Elem, Real, activate, activate_grad, assume_init, iota, lane_range, lanes, load_n, map_vectors,
-    store_n, uninit_vec,
+use super::passes::{
+    BackwardApply, Normalize, PerValue, backward_sums, col_backward_sums, map, map_stream, sums,
 };
+use super::simd::{Elem, Real, assume_init, iota, lanes, uninit_vec};
 use super::tasks::for_each_task;
 use super::{
     Backward, BackwardArgs, BackwardCoefs, CpuElem, Dispatch, Forward, ForwardArgs, Order, View,
     group_stats, isa, min_tasks, reduce_affine_grads, with_activation,
 };
 use crate::activation::Activation;
-
-/// Values summed in the arithmetic type before the sums move to f64.
-const BLOCK: usize = 256;
 
 /// `cpg` rows of `s` values, row `j` at `ptr + j * stride`, all readable.
 #[derive(Clone, Copy)]
@@ -75,249 +71,6 @@ impl<E> Rows<E> {
         } else {
             (self.cpg, self.s)
         }
-    }
-}
-
-/// The last `rem` (below the lanes) of the values before `end` from `p`: a whole vector ending
-/// at `end` where there is one, else a partial one; with the range of its lanes holding them.
-///
-/// # Safety
-///
-/// `p` is valid for `end` reads.
-#[inline(always)]
-pub(super) unsafe fn tail<S: Simd, E: Elem>(
-    p: *const E,
-    end: usize,
-    rem: usize,
-) -> (Vector<S, E::R>, usize, usize) {
-    let l = lanes::<S, E>();
-    // SAFETY: the caller's contract; end >= l in the first case, rem <= end in the second.
-    unsafe {
-        if end >= l {
-            (E::load(p.add(end - l)), l - rem, l)
-        } else {
-            (load_n(p.add(end - rem), rem), 0, rem)
-        }
-    }
-}
-
-/// `v` in the lanes `from..to`, 0 elsewhere.
-#[inline(always)]
-pub(super) fn keep<S: Simd, R: Real>(
-    iota: Vector<S, R>,
-    from: usize,
-    to: usize,
-    v: Vector<S, R>,
-) -> Vector<S, R> {
-    lane_range(iota, from, to).select(v, R::default().splat())
-}
-
-/// `[Σ (x - k), Σ (x - k)²]` over the `n` values from `p`, summed in the arithmetic type in
-/// blocks and in f64 across them.
-///
-/// # Safety
-///
-/// `p` is valid for `n` reads.
-#[inline(always)]
-unsafe fn sums<S: Simd, E: Elem>(
-    p: *const E,
-    n: usize,
-    k: E::R,
-    iota: Vector<S, E::R>,
-) -> [f64; 2] {
-    let (l, kv, zero) = (
-        lanes::<S, E>(),
-        k.splat::<S>(),
-        E::R::default().splat::<S>(),
-    );
-    let mut acc = [0f64; 2];
-    let mut i = 0;
-    while i < n {
-        let end = (i + BLOCK).min(n);
-        let (mut s1, mut s1b, mut s2, mut s2b) = (zero, zero, zero, zero);
-        // SAFETY: every read is below n.
-        unsafe {
-            while i + 2 * l <= end {
-                let (d0, d1) = (E::load(p.add(i)) - kv, E::load(p.add(i + l)) - kv);
-                (s1, s1b) = (s1 + d0, s1b + d1);
-                (s2, s2b) = (d0.mul_add(d0, s2), d1.mul_add(d1, s2b));
-                i += 2 * l;
-            }
-            if i + l <= end {
-                let d = E::load(p.add(i)) - kv;
-                (s1, s2) = (s1 + d, d.mul_add(d, s2));
-                i += l;
-            }
-            if i < end {
-                let (v, from, to) = tail::<S, E>(p, end, end - i);
-                let d = keep(iota, from, to, v - kv);
-                (s1, s2) = (s1 + d, d.mul_add(d, s2));
-                i = end;
-            }
-        }
-        acc[0] += (s1 + s1b).reduce_add().to_f64();
-        acc[1] += (s2 + s2b).reduce_add().to_f64();
-    }
-    acc
-}
-
-/// `dst = act((src - k) a + b)` over `n` values; `dst` may be `src`.
-///
-/// # Safety
-///
-/// `src` is valid for `n` reads and `dst` for `n` writes, the same or disjoint.
-#[inline(always)]
-unsafe fn normalize<S: Simd, E: Elem, const ACT: u32>(
-    src: *const E,
-    dst: *mut E,
-    n: usize,
-    [k, a, b]: [Vector<S, E::R>; 3],
-) {
-    let f = |v: Vector<S, E::R>| activate::<S, E::R, ACT>((v - k).mul_add(a, b));
-    // SAFETY: map_vectors asks for vectors inside 0..n, or a partial one of n.
-    unsafe {
-        map_vectors(
-            n,
-            lanes::<S, E>(),
-            |i| f(E::load(src.add(i))),
-            |i, v| E::store(dst.add(i), v),
-            |n| store_n(dst, n, f(load_n(src, n))),
-        )
-    }
-}
-
-/// [`normalize`] into `dst` with stores around the cache (where the instruction set has
-/// them), prefetching `ahead` (values the caller reads next) in step: this pass reads `src`
-/// from cache, so memory would otherwise sit idle while it runs. The caller fences.
-///
-/// # Safety
-///
-/// As [`normalize`], `dst` disjoint from `src`.
-#[inline(always)]
-unsafe fn normalize_stream<S: Simd, E: Elem, const ACT: u32>(
-    src: *const E,
-    dst: *mut E,
-    n: usize,
-    [k, a, b]: [Vector<S, E::R>; 3],
-    ahead: &[E],
-) {
-    let l = lanes::<S, E>();
-    let f = |v: Vector<S, E::R>| activate::<S, E::R, ACT>((v - k).mul_add(a, b));
-    // Below l for an element-aligned dst.
-    let head = dst.align_offset(l * size_of::<E>()).min(n).min(l - 1);
-    let per_line = (64 / (l * size_of::<E>())).max(1) * l;
-    // SAFETY: head < l values, then whole vectors from an aligned dst, then the rest: all
-    // below n; prefetches never fault.
-    unsafe {
-        if head > 0 {
-            store_n(dst, head, f(load_n(src, head)));
-        }
-        let mut i = head;
-        while i + l <= n {
-            if (i - head).is_multiple_of(per_line) && i < ahead.len() {
-                isa::prefetch(ahead.as_ptr().add(i));
-            }
-            E::store_stream(dst.add(i), f(E::load(src.add(i))));
-            i += l;
-        }
-        if i < n {
-            store_n(dst.add(i), n - i, f(load_n(src.add(i), n - i)));
-        }
-    }
-}
-
-/// `[Σ dz (x - k), Σ dz, Σ (x - k)]` over `n` values (the last sum without an activation
-/// only), with `dz = dy act'(z)` and `z = (x - k) a + b` the pre-activation output.
-///
-/// # Safety
-///
-/// `x` and `dy` are valid for `n` reads.
-#[inline(always)]
-unsafe fn backward_sums<S: Simd, E: Elem, const ACT: u32>(
-    x: *const E,
-    dy: *const E,
-    n: usize,
-    [k, a, b]: [Vector<S, E::R>; 3],
-    iota: Vector<S, E::R>,
-) -> [f64; 3] {
-    let (l, zero) = (lanes::<S, E>(), E::R::default().splat::<S>());
-    let grad = |d: Vector<S, E::R>, g| activate_grad::<S, E::R, ACT>(d.mul_add(a, b), g);
-    let mut acc = [0f64; 3];
-    let mut i = 0;
-    while i < n {
-        let end = (i + BLOCK).min(n);
-        let (mut p, mut q, mut t) = (zero, zero, zero);
-        let mut add = |d: Vector<S, E::R>, dz: Vector<S, E::R>| {
-            p = dz.mul_add(d, p);
-            q += dz;
-            if ACT == Activation::CODE_NONE {
-                t += d;
-            }
-        };
-        // SAFETY: every read is below n.
-        unsafe {
-            // Two vectors' gradients a step (they overlap), added in order.
-            while i + 2 * l <= end {
-                let (d0, d1) = (E::load(x.add(i)) - k, E::load(x.add(i + l)) - k);
-                let (dz0, dz1) = (
-                    grad(d0, E::load(dy.add(i))),
-                    grad(d1, E::load(dy.add(i + l))),
-                );
-                add(d0, dz0);
-                add(d1, dz1);
-                i += 2 * l;
-            }
-            if i + l <= end {
-                let d = E::load(x.add(i)) - k;
-                add(d, grad(d, E::load(dy.add(i))));
-                i += l;
-            }
-            if i < end {
-                let rem = end - i;
-                let ((xv, from, to), (g, ..)) =
-                    (tail::<S, E>(x, end, rem), tail::<S, E>(dy, end, rem));
-                // Lanes outside the values: d and dy 0, so dz is 0 too.
-                let d = keep(iota, from, to, xv - k);
-                add(d, grad(d, keep(iota, from, to, g)));
-                i = end;
-            }
-        }
-        acc[0] += p.reduce_add().to_f64();
-        acc[1] += q.reduce_add().to_f64();
-        acc[2] += t.reduce_add().to_f64();
-    }
-    acc
-}
-
-/// `dx = a dz + cx (x - k) + c0` over `n` values, `dz` as in [`backward_sums`]; `dx` may be
-/// `dy`.
-///
-/// # Safety
-///
-/// `x` and `dy` are valid for `n` reads and `dx` for `n` writes; `dx` is `dy` or disjoint from
-/// both inputs.
-#[inline(always)]
-unsafe fn backward_apply<S: Simd, E: Elem, const ACT: u32>(
-    x: *const E,
-    dy: *const E,
-    dx: *mut E,
-    n: usize,
-    [k, a, b, cx, c0]: [Vector<S, E::R>; 5],
-) {
-    let f = |xv: Vector<S, E::R>, g| {
-        let d = xv - k;
-        let dz = activate_grad::<S, E::R, ACT>(d.mul_add(a, b), g);
-        cx.mul_add(d, a.mul_add(dz, c0))
-    };
-    // SAFETY: map_vectors asks for vectors inside 0..n, or a partial one of n.
-    unsafe {
-        map_vectors(
-            n,
-            lanes::<S, E>(),
-            |i| f(E::load(x.add(i)), E::load(dy.add(i))),
-            |i, v| E::store(dx.add(i), v),
-            |n| store_n(dx, n, f(load_n(x, n), load_n(dy, n))),
-        )
     }
 }
 
@@ -388,17 +141,32 @@ fn forward_group<S: Simd, E: Elem, const ACT: u32>(
         if let Some(len) = short_run::<S, E>(&x) {
             // Rows shorter than a vector: one run of per-value coefficients.
             let [a, b] = per_value(s, gamma, beta, mean_d, rstd);
-            normalize_cols::<S, E, ACT>(x.ptr, dst, len, [&vec![k; len], &a, &b]);
+            let ks = vec![k; len];
+            let [kp, a, b] = [&ks, &a, &b].map(|v| PerValue(v.as_ptr()));
+            let pass = Normalize::<E, _, ACT> {
+                x: x.ptr,
+                y: dst,
+                k: kp,
+                a,
+                b,
+            };
+            map::<S, _>(len, &pass);
             return [k.to_f64() + mean_d, rstd];
         }
         for j in 0..x.cpg {
             let [a, b] = affine::<S, E::R>(gamma[j], beta[j], mean_d, rstd);
-            let (src, out) = (x.row(j), dst.add(j * s));
+            let pass = Normalize::<E, _, ACT> {
+                x: x.row(j),
+                y: dst.add(j * s),
+                k: k.splat(),
+                a,
+                b,
+            };
             if stream {
                 let ahead = ahead.get(j * s..(j + 1) * s).unwrap_or(&[]);
-                normalize_stream::<S, E, ACT>(src, out, s, [k.splat(), a, b], ahead);
+                map_stream::<S, _>(s, &pass, ahead);
             } else {
-                normalize::<S, E, ACT>(src, out, s, [k.splat(), a, b]);
+                map::<S, _>(s, &pass);
             }
         }
         if stream {
@@ -445,12 +213,10 @@ fn backward_group<S: Simd, E: Elem, const ACT: u32>(
             // Rows shorter than a vector: one run of per-value coefficients and sums.
             let [a, b] = per_value(s, gamma, beta, mean_d, rstd);
             let k = vec![k; len];
-            let (xs, gs) = (
-                core::slice::from_raw_parts(x.ptr, len),
-                core::slice::from_raw_parts(dy.ptr, len),
-            );
             let mut acc = [0; 3].map(|_| vec![E::R::default(); len]);
-            backward_col_sums::<S, E, ACT>(xs, gs, [&k, &a, &b], &mut acc, iota);
+            let out = [0, 1, 2].map(|i| acc[i].as_mut_ptr());
+            let coefs = [k.as_ptr(), a.as_ptr(), b.as_ptr()];
+            col_backward_sums::<S, E, ACT>(x.ptr, dy.ptr, len, coefs, out, iota);
             let row_sum =
                 |v: &[E::R], j: usize| v[j * s..(j + 1) * s].iter().map(|v| v.to_f64()).sum();
             for (j, sum) in channel_sums.iter_mut().enumerate() {
@@ -461,8 +227,20 @@ fn backward_group<S: Simd, E: Elem, const ACT: u32>(
             }
             let coefs = BackwardCoefs::from_sums(channel_sums, gamma, mean_d, rstd, group_len);
             let [a, b] = per_value(s, gamma, beta, mean_d, rstd);
-            let [cx, c0] = [coefs.cx, coefs.c0].map(|v| vec![E::R::from_f64(v); len]);
-            backward_apply_cols::<S, E, ACT>(x.ptr, dy.ptr, dx, len, [&k, &a, &b, &cx, &c0]);
+            let (cx, c0) = (
+                vec![E::R::from_f64(coefs.cx); len],
+                vec![E::R::from_f64(coefs.c0); len],
+            );
+            let coefs = [&k, &a, &b, &cx, &c0].map(|v| PerValue(v.as_ptr()));
+            map::<S, _>(
+                len,
+                &BackwardApply::<E, _, ACT> {
+                    x: x.ptr,
+                    dy: dy.ptr,
+                    dx,
+                    coefs,
+                },
+            );
             return;
         }
         let mut total = 0.0;
@@ -476,10 +254,20 @@ fn backward_group<S: Simd, E: Elem, const ACT: u32>(
             mean_d = total / group_len;
         }
         let coefs = BackwardCoefs::from_sums(channel_sums, gamma, mean_d, rstd, group_len);
-        let [cx, c0] = [coefs.cx, coefs.c0].map(|v| E::R::from_f64(v).splat::<S>());
+        let cx = E::R::from_f64(coefs.cx).splat::<S>();
+        let c0 = E::R::from_f64(coefs.c0).splat::<S>();
         for j in 0..cpg {
             let [a, b] = affine::<S, E::R>(gamma[j], beta[j], mean_d, rstd);
-            backward_apply::<S, E, ACT>(x.row(j), dy.row(j), dx.add(j * s), s, [kv, a, b, cx, c0]);
+            let (x, dy, dx) = (x.row(j), dy.row(j), dx.add(j * s));
+            map::<S, _>(
+                s,
+                &BackwardApply::<E, _, ACT> {
+                    x,
+                    dy,
+                    dx,
+                    coefs: [kv, a, b, cx, c0],
+                },
+            );
         }
     }
 }
@@ -667,58 +455,42 @@ mod tests {
         act: u32,
     }
 
+    /// The passes in place, on the test's own copies.
+    #[inline(always)]
+    fn run<S: Simd, E: Elem, const ACT: u32>(x: &[E], dy: &[E]) -> [Vec<f64>; 3] {
+        let n = x.len();
+        let [k, a, b, cx, c0] =
+            [0.5, 1.3, -0.2, 0.07, -0.01].map(|v| E::R::from_f64(v).splat::<S>());
+        let kr = E::R::from_f64(0.5);
+        let (mut y, mut dx, iota) = (x.to_vec(), dy.to_vec(), iota::<S, E::R>());
+        let (xp, gp) = (x.as_ptr(), dy.as_ptr());
+        // SAFETY: all of n values; y and dx are the test's own, written in place.
+        let sums = unsafe {
+            let [s1, s2] = sums::<S, E>(xp, n, kr, iota);
+            let y = y.as_mut_ptr();
+            map::<S, _>(n, &Normalize::<E, _, ACT> { x: y, y, k, a, b });
+            let dx = dx.as_mut_ptr();
+            map::<S, _>(
+                n,
+                &BackwardApply::<E, _, ACT> {
+                    x: xp,
+                    dy: dx,
+                    dx,
+                    coefs: [k, a, b, cx, c0],
+                },
+            );
+            let [p, q, t] = backward_sums::<S, E, ACT>(xp, gp, n, [k, a, b], iota);
+            vec![s1, s2, p, q, t]
+        };
+        let f = |v: Vec<E>| v.into_iter().map(|e| e.to_r().to_f64()).collect();
+        [f(y), f(dx), sums]
+    }
+
     impl<E: Elem> WithSimd for Passes<'_, E> {
         type Output = [Vec<f64>; 3];
         #[inline(always)]
         fn with_simd<S: Simd>(self) -> Self::Output {
-            let n = self.x.len();
-            let [k, a, b, cx, c0] = [0.5, 1.3, -0.2, 0.07, -0.01].map(E::R::from_f64);
-            let v = |r: E::R| r.splat::<S>();
-            let (mut y, mut dx) = (self.x.to_vec(), self.dy.to_vec());
-            let iota = iota::<S, E::R>();
-            let (xp, gp) = (self.x.as_ptr(), self.dy.as_ptr());
-            // SAFETY: all of n values; y and dx are the tests' own copies, in place.
-            let sums = unsafe {
-                let [s1, s2] = sums::<S, E>(xp, n, k, iota);
-                let [p, q, t] = match self.act {
-                    Activation::CODE_RELU => {
-                        normalize::<S, E, 1>(y.as_ptr(), y.as_mut_ptr(), n, [v(k), v(a), v(b)]);
-                        backward_apply::<S, E, 1>(
-                            xp,
-                            dx.as_ptr(),
-                            dx.as_mut_ptr(),
-                            n,
-                            [k, a, b, cx, c0].map(v),
-                        );
-                        backward_sums::<S, E, 1>(xp, gp, n, [v(k), v(a), v(b)], iota)
-                    }
-                    Activation::CODE_SILU => {
-                        normalize::<S, E, 2>(y.as_ptr(), y.as_mut_ptr(), n, [v(k), v(a), v(b)]);
-                        backward_apply::<S, E, 2>(
-                            xp,
-                            dx.as_ptr(),
-                            dx.as_mut_ptr(),
-                            n,
-                            [k, a, b, cx, c0].map(v),
-                        );
-                        backward_sums::<S, E, 2>(xp, gp, n, [v(k), v(a), v(b)], iota)
-                    }
-                    _ => {
-                        normalize::<S, E, 0>(y.as_ptr(), y.as_mut_ptr(), n, [v(k), v(a), v(b)]);
-                        backward_apply::<S, E, 0>(
-                            xp,
-                            dx.as_ptr(),
-                            dx.as_mut_ptr(),
-                            n,
-                            [k, a, b, cx, c0].map(v),
-                        );
-                        backward_sums::<S, E, 0>(xp, gp, n, [v(k), v(a), v(b)], iota)
-                    }
-                };
-                vec![s1, s2, p, q, t]
-            };
-            let f = |v: Vec<E>| v.into_iter().map(|e| e.to_r().to_f64()).collect();
-            [f(y), f(dx), sums]
+            with_activation!(self.act, run::<S, E>(self.x, self.dy))
         }
     }
 

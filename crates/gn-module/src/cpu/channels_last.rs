@@ -12,14 +12,11 @@ use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::ops::Range;
 
-use macerator::{Simd, Vector, vload_unaligned, vstore_unaligned};
+use macerator::Simd;
 use rayon::prelude::*;
 
-use super::channels_first::keep;
-use super::simd::{
-    Elem, MAX_LANES, Real, activate, activate_grad, assume_init, iota, lanes, load_n, map_vectors,
-    store_n, uninit_vec,
-};
+use super::passes::{BackwardApply, Normalize, PerValue, col_backward_sums, col_sums, map};
+use super::simd::{Elem, Real, assume_init, iota, uninit_vec};
 use super::tasks::for_each_task;
 use super::{
     Backward, BackwardArgs, BackwardCoefs, CpuElem, Dispatch, Forward, ForwardArgs, Order, View,
@@ -37,267 +34,6 @@ const FLUSH_ROWS: usize = 64;
 const MIN_PIECE_BYTES: usize = 512;
 /// Bytes of a group block at most, so that it is still in L2 when the normalization reads it.
 const MAX_BLOCK_BYTES: usize = 256 << 10;
-
-/// A vector's place in a row of `n` columns: `i` its first column, `len` its columns (the
-/// lanes, or fewer for a row shorter than a vector), `from` its first column not covered by an
-/// earlier vector (the last vector of a row overlaps its predecessor).
-#[derive(Clone, Copy)]
-struct At {
-    i: usize,
-    len: usize,
-    from: usize,
-}
-
-/// `f(at)` for the vectors of a row of `n` columns.
-#[inline(always)]
-fn for_columns(n: usize, l: usize, mut f: impl FnMut(At)) {
-    if n < l {
-        if n > 0 {
-            f(At {
-                i: 0,
-                len: n,
-                from: 0,
-            });
-        }
-        return;
-    }
-    let mut i = 0;
-    while i + l <= n {
-        f(At { i, len: l, from: 0 });
-        i += l;
-    }
-    if i < n {
-        f(At {
-            i: n - l,
-            len: l,
-            from: l - (n - i),
-        });
-    }
-}
-
-/// The element values at `p + at.i`.
-///
-/// # Safety
-///
-/// `p + at.i` is valid for `at.len` reads.
-#[inline(always)]
-unsafe fn ld<S: Simd, E: Elem>(p: *const E, at: At) -> Vector<S, E::R> {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if at.len == lanes::<S, E>() {
-            E::load(p.add(at.i))
-        } else {
-            load_n(p.add(at.i), at.len)
-        }
-    }
-}
-
-/// [`ld`] of arithmetic values (coefficients, accumulators).
-///
-/// # Safety
-///
-/// As [`ld`].
-#[inline(always)]
-unsafe fn ldr<S: Simd, R: Real>(p: *const R, at: At) -> Vector<S, R> {
-    // SAFETY: the caller's contract; buf holds MAX_LANES >= at.len values.
-    unsafe {
-        if at.len == R::lanes::<S>() {
-            vload_unaligned(p.add(at.i))
-        } else {
-            let mut buf = [R::default(); MAX_LANES];
-            core::ptr::copy_nonoverlapping(p.add(at.i), buf.as_mut_ptr(), at.len);
-            vload_unaligned(buf.as_ptr())
-        }
-    }
-}
-
-/// Stores the columns of `at` of `v` at `p + at.i` (arithmetic values).
-///
-/// # Safety
-///
-/// As [`st`].
-#[inline(always)]
-unsafe fn st_r<S: Simd, R: Real>(p: *mut R, at: At, v: Vector<S, R>) {
-    // SAFETY: the caller's contract; buf holds MAX_LANES >= at.len values.
-    unsafe {
-        if at.len == R::lanes::<S>() {
-            vstore_unaligned(p.add(at.i), v)
-        } else {
-            let mut buf = [R::default(); MAX_LANES];
-            vstore_unaligned(buf.as_mut_ptr(), v);
-            core::ptr::copy_nonoverlapping(buf.as_ptr(), p.add(at.i), at.len);
-        }
-    }
-}
-
-/// `v` in the columns `at` covers first, 0 in the others (for sums).
-#[inline(always)]
-fn own<S: Simd, R: Real>(iota: Vector<S, R>, at: At, v: Vector<S, R>) -> Vector<S, R> {
-    if at.from == 0 && at.len == R::lanes::<S>() {
-        v
-    } else {
-        keep(iota, at.from, at.len, v)
-    }
-}
-
-/// Per column of a position row `x`: `s1 += x - k`, `s2 += (x - k)²`.
-///
-/// # Safety
-///
-/// The slices hold at least `x.len()` values.
-#[inline(always)]
-unsafe fn add_col_sums<S: Simd, E: Elem>(
-    x: &[E],
-    k: &[E::R],
-    [s1, s2]: [&mut [E::R]; 2],
-    iota: Vector<S, E::R>,
-) {
-    let (s1, s2) = (s1.as_mut_ptr(), s2.as_mut_ptr());
-    // SAFETY: the columns of x, which the others hold too.
-    for_columns(x.len(), lanes::<S, E>(), |at| unsafe {
-        let d = own(iota, at, ld::<S, E>(x.as_ptr(), at) - ldr(k.as_ptr(), at));
-        st_r(s1, at, ldr(s1, at) + d);
-        st_r(s2, at, d.mul_add(d, ldr(s2, at)));
-    });
-}
-
-/// Per column `i < n`: `out = act((x - k) a + b)`; `out` may be `x` (the last vector, which
-/// overlaps its predecessor, is computed first and stored last).
-///
-/// # Safety
-///
-/// `x` is valid for `n` reads and `out` for `n` writes, the same or disjoint; the coefficients
-/// hold `n` values.
-#[inline(always)]
-pub(super) unsafe fn normalize_cols<S: Simd, E: Elem, const ACT: u32>(
-    x: *const E,
-    out: *mut E,
-    n: usize,
-    [k, a, b]: [&[E::R]; 3],
-) {
-    let (k, a, b, l) = (k.as_ptr(), a.as_ptr(), b.as_ptr(), lanes::<S, E>());
-    // SAFETY: the columns at is inside 0..n.
-    let f = |xv: Vector<S, E::R>, at| unsafe {
-        activate::<S, E::R, ACT>((xv - ldr(k, at)).mul_add(ldr(a, at), ldr(b, at)))
-    };
-    let whole = |i| At { i, len: l, from: 0 };
-    // SAFETY: map_vectors asks for vectors inside 0..n, or a partial one of n.
-    unsafe {
-        map_vectors(
-            n,
-            l,
-            |i| f(E::load(x.add(i)), whole(i)),
-            |i, v| E::store(out.add(i), v),
-            |n| {
-                store_n(
-                    out,
-                    n,
-                    f(
-                        load_n(x, n),
-                        At {
-                            i: 0,
-                            len: n,
-                            from: 0,
-                        },
-                    ),
-                )
-            },
-        )
-    }
-}
-
-/// `d = x - k` and `dz = dy act'(d a + b)` of the columns `at`.
-///
-/// # Safety
-///
-/// The pointers are valid for the columns of `at`.
-#[inline(always)]
-unsafe fn grad_cols<S: Simd, E: Elem, const ACT: u32>(
-    x: *const E,
-    dy: *const E,
-    [k, a, b]: [*const E::R; 3],
-    at: At,
-) -> [Vector<S, E::R>; 2] {
-    // SAFETY: the caller's contract.
-    unsafe {
-        let d = ld::<S, E>(x, at) - ldr(k, at);
-        let z = d.mul_add(ldr(a, at), ldr(b, at));
-        [d, activate_grad::<S, E::R, ACT>(z, ld::<S, E>(dy, at))]
-    }
-}
-
-/// Per column: `p += dz d`, `q += dz`, `t += d`.
-///
-/// # Safety
-///
-/// The slices hold at least `x.len()` values.
-#[inline(always)]
-pub(super) unsafe fn backward_col_sums<S: Simd, E: Elem, const ACT: u32>(
-    x: &[E],
-    dy: &[E],
-    coefs: [&[E::R]; 3],
-    sums: &mut [Vec<E::R>; 3],
-    iota: Vector<S, E::R>,
-) {
-    let coefs = coefs.map(|c| c.as_ptr());
-    let [p, q, t] = sums.each_mut().map(|v| v.as_mut_ptr());
-    // SAFETY: the columns of x, which the others hold too.
-    for_columns(x.len(), lanes::<S, E>(), |at| unsafe {
-        let [d, dz] = grad_cols::<S, E, ACT>(x.as_ptr(), dy.as_ptr(), coefs, at);
-        let (d, dz) = (own(iota, at, d), own(iota, at, dz));
-        st_r(p, at, dz.mul_add(d, ldr(p, at)));
-        st_r(q, at, ldr(q, at) + dz);
-        st_r(t, at, ldr(t, at) + d);
-    });
-}
-
-/// Per column `i < n`: `dx = a dz + cx d + c0`, `d` and `dz` as in [`backward_col_sums`]; `dx`
-/// may be `dy` (as in [`normalize_cols`]).
-///
-/// # Safety
-///
-/// `x` and `dy` are valid for `n` reads and `dx` for `n` writes, `dy` or disjoint from both;
-/// the coefficients hold `n` values.
-#[inline(always)]
-pub(super) unsafe fn backward_apply_cols<S: Simd, E: Elem, const ACT: u32>(
-    x: *const E,
-    dy: *const E,
-    dx: *mut E,
-    n: usize,
-    [k, a, b, cx, c0]: [&[E::R]; 5],
-) {
-    let (coefs, l) = ([k, a, b].map(|c| c.as_ptr()), lanes::<S, E>());
-    // SAFETY: the columns at is inside 0..n.
-    let f = |at: At| unsafe {
-        let [d, dz] = grad_cols::<S, E, ACT>(x, dy, coefs, at);
-        let (cxv, av, c0v): (Vector<S, E::R>, Vector<S, E::R>, Vector<S, E::R>) = (
-            ldr(cx.as_ptr(), at),
-            ldr(a.as_ptr(), at),
-            ldr(c0.as_ptr(), at),
-        );
-        cxv.mul_add(d, av.mul_add(dz, c0v))
-    };
-    // SAFETY: map_vectors asks for vectors inside 0..n, or a partial one of n.
-    unsafe {
-        map_vectors(
-            n,
-            l,
-            |i| f(At { i, len: l, from: 0 }),
-            |i, v| E::store(dx.add(i), v),
-            |n| {
-                store_n(
-                    dx,
-                    n,
-                    f(At {
-                        i: 0,
-                        len: n,
-                        from: 0,
-                    }),
-                )
-            },
-        )
-    }
-}
 
 /// Adds the running sums `acc` into `total` and clears them.
 fn flush<R: Real>(acc: &mut [R], total: &mut [f64]) {
@@ -326,9 +62,11 @@ fn col_stats<'a, S: Simd, E: Elem>(
             isa::prefetch(ahead);
             isa::prefetch(ahead.wrapping_add(c - 1));
         }
-        let [s1, s2] = acc.each_mut();
-        // SAFETY: the row's c values, which k and the sums hold too.
-        unsafe { add_col_sums::<S, E>(&x.position(n, s)[cols.clone()], k, [s1, s2], iota) };
+        let row = &x.position(n, s)[cols.clone()];
+        assert!(k.len() == c);
+        let out = [acc[0].as_mut_ptr(), acc[1].as_mut_ptr()];
+        // SAFETY: the row's c values, which k (asserted) and the sums hold too.
+        unsafe { col_sums::<S, E>(row.as_ptr(), c, k.as_ptr(), out, iota) };
         if (i + 1) % FLUSH_ROWS == 0 || s + 1 == rows.end {
             flush(&mut acc[0], &mut total[0]);
             flush(&mut acc[1], &mut total[1]);
@@ -353,19 +91,21 @@ fn normalize_rows<'a, S: Simd, E: Elem, const ACT: u32>(
     out: *mut E,
     stride: usize,
 ) {
-    assert!(coefs.iter().all(|v| v.len() == cols.len()));
+    let c = cols.len();
+    assert!(coefs.iter().all(|v| v.len() == c));
+    let [k, a, b] = coefs.map(|v| PerValue(v.as_ptr()));
     for s in rows.clone() {
-        let dst = out.wrapping_add((s - rows.start) * stride);
-        let src = &x.position(n, s)[cols.clone()];
-        // SAFETY: the row's columns, which the coefficients (asserted) and dst (the caller's
+        let y = out.wrapping_add((s - rows.start) * stride);
+        let x = x.position(n, s)[cols.clone()].as_ptr();
+        // SAFETY: the row's columns, which the coefficients (asserted) and y (the caller's
         // contract, disjoint from x) hold too.
-        unsafe { normalize_cols::<S, E, ACT>(src.as_ptr(), dst, src.len(), coefs) };
+        unsafe { map::<S, _>(c, &Normalize::<E, _, ACT> { x, y, k, a, b }) };
     }
 }
 
 /// Per channel `[Σ dz d, Σ dz, Σ d]` over the positions `rows` of sample `n`, in f64.
 #[macerator::with_simd(dispatch(arch = Dispatch))]
-fn col_backward_sums<'a, S: Simd, E: Elem, const ACT: u32>(
+fn backward_sums_rows<'a, S: Simd, E: Elem, const ACT: u32>(
     x: &View<'a, E>,
     dy: &View<'a, E>,
     n: usize,
@@ -375,11 +115,18 @@ fn col_backward_sums<'a, S: Simd, E: Elem, const ACT: u32>(
     let (c, iota) = (x.c, iota::<S, E::R>());
     let mut acc = [0; 3].map(|_| vec![E::R::default(); c]);
     let mut total = [0; 3].map(|_| vec![0f64; c]);
+    assert!(coefs.iter().all(|v| v.len() == c));
+    let coefs = coefs.map(|v| v.as_ptr());
     for (i, s) in rows.clone().enumerate() {
         let (xr, gr) = (x.position(n, s), dy.position(n, s));
-        assert!(gr.len() == c && coefs.iter().all(|v| v.len() == c));
+        assert!(gr.len() == c);
+        let out = [
+            acc[0].as_mut_ptr(),
+            acc[1].as_mut_ptr(),
+            acc[2].as_mut_ptr(),
+        ];
         // SAFETY: every slice holds the row's c values (asserted).
-        unsafe { backward_col_sums::<S, E, ACT>(xr, gr, coefs, &mut acc, iota) };
+        unsafe { col_backward_sums::<S, E, ACT>(xr.as_ptr(), gr.as_ptr(), c, coefs, out, iota) };
         if (i + 1) % FLUSH_ROWS == 0 || s + 1 == rows.end {
             for (a, t) in acc.iter_mut().zip(&mut total) {
                 flush(a, t);
@@ -399,14 +146,14 @@ fn backward_apply_rows<'a, S: Simd, E: Elem, const ACT: u32>(
     coefs: [&[E::R]; 5],
     out: &mut [MaybeUninit<E>],
 ) {
+    assert!(coefs.iter().all(|v| v.len() == x.c));
+    let coefs = coefs.map(|v| PerValue(v.as_ptr()));
     for (s, dst) in rows.zip(out.chunks_mut(x.c)) {
         let (xr, gr) = (x.position(n, s), dy.position(n, s));
-        assert!(gr.len() == x.c && dst.len() == x.c && coefs.iter().all(|v| v.len() == x.c));
-        // SAFETY: every slice holds the row's c values (asserted), dst is this task's.
-        unsafe {
-            let (xp, gp) = (xr.as_ptr(), gr.as_ptr());
-            backward_apply_cols::<S, E, ACT>(xp, gp, dst.as_mut_ptr().cast(), x.c, coefs)
-        };
+        assert!(gr.len() == x.c && dst.len() == x.c);
+        let (x, dy, dx) = (xr.as_ptr(), gr.as_ptr(), dst.as_mut_ptr().cast::<E>());
+        // SAFETY: every slice holds the row's c values (asserted), dx is this task's.
+        unsafe { map::<S, _>(xr.len(), &BackwardApply::<E, _, ACT> { x, dy, dx, coefs }) };
     }
 }
 
@@ -574,7 +321,7 @@ pub(super) fn backward<E: CpuElem>(
             let pc = n * c..(n + 1) * c;
             let coefs = [&shifts[pc.clone()], &a[pc.clone()], &b[pc]];
             // SAFETY: a plain dispatch (no pointers).
-            unsafe { with_activation!(activation, col_backward_sums::<E>(x, dy, n, rows, coefs)) }
+            unsafe { with_activation!(activation, backward_sums_rows::<E>(x, dy, n, rows, coefs)) }
         })
         .collect();
     let mut sums = vec![[0f64; 2]; x.n * c];
@@ -774,80 +521,4 @@ pub(super) fn forward_blocks<E: CpuElem>(
     // task wrote its block at every position.
     let y = unsafe { assume_init(y) };
     Forward::from_group_stats(y, stats, Order::ChannelsLast)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// y, mean and rstd of every task split (one group a task, a few, all of a sample's) match
-    /// the f64 formulas, on channels-last views with an offset and padded position rows, for
-    /// one and many channels per group, position counts past a flush of the f32 sums, each
-    /// activation, and a mean far from zero (the shift); outputs are pre-filled with NaN.
-    #[test]
-    fn matches_the_formulas_for_every_task_split() {
-        for (n, c, s, groups) in [
-            (2, 32, 70, 4),
-            (3, 12, 9, 3),
-            (1, 64, 130, 32),
-            (2, 6, 5, 6),
-        ] {
-            let cpg = c / groups;
-            let (ss, sn, offset) = (c + 3, s * (c + 3) + 1, 4);
-            let data: Vec<f32> = (0..offset + n * sn)
-                .map(|i| 100.0 + ((i * 7919) % 29) as f32 * 0.31)
-                .collect();
-            let x = View {
-                data: &data[..],
-                offset,
-                n,
-                c,
-                s,
-                sn,
-                sc: 1,
-                ss,
-            };
-            let gamma: Vec<f64> = (0..c).map(|j| 0.5 + 0.1 * (j % 7) as f64).collect();
-            let beta: Vec<f64> = (0..c).map(|j| -0.3 + 0.05 * (j % 5) as f64).collect();
-            for per_task in [1, 2, groups] {
-                for act in [0, 1, 2] {
-                    let out = forward_blocks(&x, (groups, &gamma, &beta, 1e-5, act), per_task);
-                    let case = format!("[{n}, {c}, {s}] G={groups} per_task={per_task} act={act}");
-                    for b in 0..n {
-                        for g in 0..groups {
-                            let at = |ch: usize, p: usize| data[x.index(b, ch, p)] as f64;
-                            let values: Vec<(usize, usize)> = (g * cpg..(g + 1) * cpg)
-                                .flat_map(|ch| (0..s).map(move |p| (ch, p)))
-                                .collect();
-                            let len = values.len() as f64;
-                            let mean = values.iter().map(|&(ch, p)| at(ch, p)).sum::<f64>() / len;
-                            let var = values
-                                .iter()
-                                .map(|&(ch, p)| (at(ch, p) - mean).powi(2))
-                                .sum::<f64>()
-                                / len;
-                            let rstd = 1.0 / (var + 1e-5).sqrt();
-                            let i = b * groups + g;
-                            let err = (out.mean[i] - mean).abs();
-                            assert!(err < 1e-6 * var.sqrt(), "{case}: mean off by {err}");
-                            assert!((out.rstd[i] - rstd).abs() < 1e-6 * rstd, "{case}");
-                            for &(ch, p) in &values {
-                                let z = (at(ch, p) - mean) * rstd * gamma[ch] + beta[ch];
-                                let want = match act {
-                                    1 => z.max(0.0),
-                                    2 => z / (1.0 + (-z).exp()),
-                                    _ => z,
-                                };
-                                let got = out.y[(b * s + p) * c + ch] as f64;
-                                assert!(
-                                    (got - want).abs() <= 5e-5 * (1.0 + want.abs()),
-                                    "{case}: y[{b}, {ch}, {p}] = {got}, want {want}"
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }

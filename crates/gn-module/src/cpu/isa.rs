@@ -28,10 +28,9 @@ impl Half for bf16 {
 #[inline(always)]
 fn bf16_bits<S: Simd>(v: Vector<S, f32>) -> Vector<S, u32> {
     let x = v.reinterpret::<u32>();
-    let s = |c: u32| c.splat::<S>();
-    let rounded = (x + s(0x7fff) + ((x >> 16) & s(1))) >> 16;
+    let rounded = (x + 0x7fffu32.splat() + ((x >> 16) & 1u32.splat())) >> 16;
     // A NaN's rounding could carry into the exponent: keep its top half, made quiet.
-    let nan = (x >> 16) | s(0x40);
+    let nan = (x >> 16) | 0x40u32.splat();
     let keep = v
         .ne(v)
         .select(nan.reinterpret::<f32>(), rounded.reinterpret::<f32>());

@@ -30,6 +30,8 @@ mod isa;
 #[warn(clippy::undocumented_unsafe_blocks)]
 mod memcheck_cases;
 #[warn(clippy::undocumented_unsafe_blocks)]
+mod passes;
+#[warn(clippy::undocumented_unsafe_blocks)]
 pub(crate) mod simd;
 #[warn(clippy::undocumented_unsafe_blocks)]
 mod tasks;
@@ -41,8 +43,6 @@ pub(crate) use simd::Elem as CpuElem;
 pub(crate) use transpose::channels_first_copy;
 
 use macerator::{Arch, WithSimd};
-
-use crate::activation::Activation;
 
 /// The environment variable that forces the portable kernels (see the module docs).
 pub(crate) const BASELINE_VAR: &str = "GN_BURN_CPU_BASELINE";
@@ -435,6 +435,7 @@ mod dispatch_tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
+    use crate::activation::Activation;
 
     /// The dispatch follows the CPU and `GN_BURN_CPU_BASELINE`: the kernels run on macerator's
     /// best instruction set here, or on its scalar backend when the variable is `1`, and no

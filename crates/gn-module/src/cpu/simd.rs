@@ -160,15 +160,16 @@ macro_rules! half_elem {
             #[inline(always)]
             unsafe fn load<S: Simd>(p: *const Self) -> Vector<S, f32> {
                 // SAFETY: the caller's contract.
-                unsafe { isa::widen(p) }.unwrap_or_else(|| {
-                    let mut buf = [0f32; MAX_LANES];
-                    for (i, v) in buf.iter_mut().take(f32::lanes::<S>()).enumerate() {
-                        // SAFETY: i < lanes, the caller's contract.
-                        *v = unsafe { *p.add(i) }.to_f32();
-                    }
-                    // SAFETY: buf holds MAX_LANES values.
-                    unsafe { vload_unaligned(buf.as_ptr()) }
-                })
+                if let Some(v) = unsafe { isa::widen(p) } {
+                    return v;
+                }
+                let mut buf = [0f32; MAX_LANES];
+                for (i, v) in buf.iter_mut().take(f32::lanes::<S>()).enumerate() {
+                    // SAFETY: i < lanes, the caller's contract.
+                    *v = unsafe { *p.add(i) }.to_f32();
+                }
+                // SAFETY: buf holds MAX_LANES values.
+                unsafe { vload_unaligned(buf.as_ptr()) }
             }
             #[inline(always)]
             unsafe fn store<S: Simd>(p: *mut Self, v: Vector<S, f32>) {
@@ -242,73 +243,32 @@ pub(crate) fn lane_range<S: Simd, R: Real>(
     iota.ge(lo.splat()) & iota.lt(hi.splat())
 }
 
-/// Writes `compute(i)` with `store(i, ..)` for the vectors of `0..n` (`lanes` values each), for
-/// the elementwise passes. The last vector overlaps its predecessor when `lanes` does not
-/// divide `n`; it is computed first and stored last, so it reads the inputs as they were even
-/// when the output overwrites an input. Rows shorter than a vector go through a partial one
-/// (`compute_n(n)` and `store_n(n, ..)`).
-#[inline(always)]
-pub(crate) fn map_vectors<V: Copy>(
-    n: usize,
-    lanes: usize,
-    compute: impl Fn(usize) -> V,
-    mut store: impl FnMut(usize, V),
-    partial: impl FnOnce(usize),
-) {
-    if n < lanes {
-        if n > 0 {
-            partial(n);
-        }
-        return;
-    }
-    let tail = (!n.is_multiple_of(lanes)).then(|| compute(n - lanes));
-    let mut i = 0;
-    // Two vectors a step: their long computations (SiLU's exp and division) overlap.
-    while i + 2 * lanes <= n {
-        let (v0, v1) = (compute(i), compute(i + lanes));
-        store(i, v0);
-        store(i + lanes, v1);
-        i += 2 * lanes;
-    }
-    if i + lanes <= n {
-        store(i, compute(i));
-    }
-    if let Some(v) = tail {
-        store(n - lanes, v);
-    }
-}
-
 /// `e^x` in each lane, after Cephes' `expf`: `x = n ln 2 + r` with `|r| <= ln 2 / 2`, `e^r` by
 /// a degree-6 polynomial, `2^n` through the exponent bits; within 4 ulp of the exact value, 0
 /// below -87.3 (where f32 results stop being normal) and infinite above 88.7, as `expf`. A NaN
 /// lane gives a finite value: the callers keep NaN through `z` itself.
 #[inline(always)]
 pub(crate) fn exp_f32<S: Simd>(x: Vector<S, f32>) -> Vector<S, f32> {
-    let s = |v: f32| v.splat::<S>();
-    let overflow = x.gt(s(88.72));
+    let overflow = x.gt(88.72f32.splat());
     // Computed on [-88, 88], where 2^n stays within the exponent's range.
-    let x = x.max(s(-88.0)).min(s(88.0));
+    let x = x.max((-88f32).splat()).min(88f32.splat());
     // 1.5 * 2^23: adding it rounds to an integer, which then sits in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let t = x.mul_add(s(core::f32::consts::LOG2_E), s(ROUND));
-    let n = t - s(ROUND);
+    let round = 12_582_912f32.splat::<S>();
+    let t = x.mul_add(core::f32::consts::LOG2_E.splat(), round);
+    let n = t - round;
     // ln 2 in two parts, so that n ln 2 is subtracted without rounding error.
-    let r = n.mul_add(s(-0.693_359_4), x);
-    let r = n.mul_add(s(2.121_944_4e-4), r);
-    let mut p = s(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = p.mul_add(r, s(c));
-    }
-    let er = p.mul_add(r * r, r + s(1.0));
+    let r = n.mul_add((-0.693_359_4f32).splat(), x);
+    let r = n.mul_add(2.121_944_4e-4f32.splat(), r);
+    let mut p = 1.987_569_1e-4f32.splat::<S>();
+    p = p.mul_add(r, 1.398_199_9e-3f32.splat());
+    p = p.mul_add(r, 8.333_452e-3f32.splat());
+    p = p.mul_add(r, 4.166_579_6e-2f32.splat());
+    p = p.mul_add(r, 1.666_666_5e-1f32.splat());
+    p = p.mul_add(r, 0.5f32.splat());
+    let er = p.mul_add(r * r, r + 1f32.splat());
     // The bits of t + 127 end in n + 127 (0..=254): shifted into the exponent, they are 2^n.
-    let pow2n = ((t + s(127.0)).reinterpret::<u32>() << 23).reinterpret::<f32>();
-    overflow.select(s(f32::INFINITY), er * pow2n)
+    let pow2n = ((t + 127f32.splat()).reinterpret::<u32>() << 23).reinterpret::<f32>();
+    overflow.select(f32::INFINITY.splat(), er * pow2n)
 }
 
 /// `1 / (1 + e^-z)` in each lane: a division, not a reciprocal estimate refined, since SiLU's
