@@ -50,46 +50,31 @@ struct Shape {
     groups: usize,
 }
 
-/// Rows shorter than a vector, with an overlapping tail, of one value ([N, C]), longer than the
-/// short-row kernels take (256), and position rows of 9 and 40 channels.
-const SHAPES: [Shape; 6] = [
-    Shape {
-        n: 2,
-        c: 6,
-        s: 7,
-        groups: 3,
-    },
-    Shape {
-        n: 1,
-        c: 12,
-        s: 19,
-        groups: 4,
-    },
-    Shape {
-        n: 3,
-        c: 10,
-        s: 1,
-        groups: 5,
-    },
-    Shape {
-        n: 1,
-        c: 4,
-        s: 300,
-        groups: 2,
-    },
-    Shape {
-        n: 1,
-        c: 9,
-        s: 11,
-        groups: 3,
-    },
-    Shape {
-        n: 2,
-        c: 40,
-        s: 5,
-        groups: 4,
-    },
-];
+/// Rows shorter than a vector, with an overlapping tail, of one value ([N, C]), longer than a
+/// block of sums (256), and position rows of 9 and 40 channels: `(n, c, s, groups)`.
+const SHAPES: [Shape; 6] = {
+    let list = [
+        (2, 6, 7, 3),
+        (1, 12, 19, 4),
+        (3, 10, 1, 5),
+        (1, 4, 300, 2),
+        (1, 9, 11, 3),
+        (2, 40, 5, 4),
+    ];
+    let mut out = [Shape {
+        n: 0,
+        c: 0,
+        s: 0,
+        groups: 0,
+    }; 6];
+    let mut i = 0;
+    while i < 6 {
+        let (n, c, s, groups) = list[i];
+        out[i] = Shape { n, c, s, groups };
+        i += 1;
+    }
+    out
+};
 
 /// The f64 results of a case: forward `y`, per-group mean and rstd, backward `dx`, `dgamma`,
 /// `dbeta`, all from the stored (rounded) inputs; values indexed `(n, c, s)` as `[N, C, S]`.

@@ -285,6 +285,10 @@ pub(crate) fn sigmoid<S: Simd, R: Real>(z: Vector<S, R>) -> Vector<S, R> {
 pub(crate) fn activate<S: Simd, R: Real, const ACT: u32>(z: Vector<S, R>) -> Vector<S, R> {
     let zero = R::default().splat::<S>();
     match ACT {
+        // max(0, z) keeps NaN where macerator has the instruction (x86 returns its second
+        // operand for NaN, NEON and SIMD128 propagate NaN); its scalar emulation (f32::max)
+        // would drop NaN, so the comparison there.
+        Activation::CODE_RELU if R::is_min_max_accelerated::<S>() => zero.max(z),
         Activation::CODE_RELU => z.lt(zero).select(zero, z),
         Activation::CODE_SILU => z * sigmoid(z),
         _ => z,
