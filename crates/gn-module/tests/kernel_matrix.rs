@@ -30,8 +30,9 @@ const SHAPES: [[usize; 4]; 8] = [
     [8, 2048, 7, 7],
 ];
 
-/// The median time of `f`, µs: 2 warm-up calls, then at least 5 and up to the budget.
-fn median_us(device: &Device, budget: Duration, mut f: impl FnMut()) -> f64 {
+/// The median and the least time of `f`, µs: 2 warm-up calls, then at least 5 and up to the
+/// budget.
+fn median_us(device: &Device, budget: Duration, mut f: impl FnMut()) -> (f64, f64) {
     for _ in 0..2 {
         f();
     }
@@ -45,7 +46,7 @@ fn median_us(device: &Device, budget: Duration, mut f: impl FnMut()) -> f64 {
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    (times[times.len() / 2], times[0])
 }
 
 fn input(shape: [usize; 4], channels_last: bool, device: &Device, dtype: DType) -> Tensor<4> {
@@ -80,7 +81,7 @@ fn kernel_matrix() {
     let filter = std::env::var("GN_MATRIX_FILTER").unwrap_or_default();
     #[allow(deprecated)]
     let backends = [("flex", Device::flex()), ("ndarray", Device::ndarray())];
-    println!("backend\tdtype\tshape\tlayout\tact\tpass\tmedian_us");
+    println!("backend\tdtype\tshape\tlayout\tact\tpass\tmedian_us\tmin_us");
     for (backend, device) in backends {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             if backend == "ndarray" && dtype != DType::F32 {
@@ -99,19 +100,19 @@ fn kernel_matrix() {
                         }
                         let x = input(shape, channels_last, &device, dtype);
                         let gn = layer(shape[1], act, &device, dtype);
-                        let fwd = median_us(&device, budget, || {
+                        let (fwd, least) = median_us(&device, budget, || {
                             black_box(gn.forward(x.clone()));
                         });
-                        println!("{name}\tforward\t{fwd:.1}");
+                        println!("{name}\tforward\t{fwd:.1}\t{least:.1}");
                         let ad = device.clone().autodiff();
                         let xa = x.clone().autodiff().require_grad();
                         let gn = layer(shape[1], act, &ad, dtype);
                         let mut previous = None;
-                        let both = median_us(&ad, budget, || {
+                        let (both, least) = median_us(&ad, budget, || {
                             drop(previous.take());
                             previous = Some(gn.forward(xa.clone()).backward());
                         });
-                        println!("{name}\tforward_backward\t{both:.1}");
+                        println!("{name}\tforward_backward\t{both:.1}\t{least:.1}");
                     }
                 }
             }
