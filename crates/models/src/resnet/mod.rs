@@ -3,6 +3,8 @@
 
 mod block;
 mod config;
+#[cfg(test)]
+mod init_tests;
 mod model;
 mod norm;
 mod weights;

@@ -13,6 +13,23 @@ use super::{Block, NormLayer, ResNetConfig, Stem};
 ///
 /// Module paths match PyTorch state-dict keys: `conv1`, `bn1`, `layer1.0.conv1`,
 /// `layer1.0.bn1`, ..., `layer1.0.downsample.{conv,norm}` (PyTorch's `downsample.0/.1`), `fc`.
+///
+/// # Initialization
+///
+/// As the GroupNorm paper's code (Detectron / pycls) and torchvision's `resnet*` do it:
+/// - convolutions: He et al. 2015's normal for ReLU networks in fan-out mode, `N(0, 2 / fan_out)`
+///   with `fan_out = out_channels * kh * kw` (torchvision's
+///   `kaiming_normal_(mode="fan_out", nonlinearity="relu")`); no bias (a norm follows);
+/// - norms: scale (gamma) 1 and shift (beta) 0, BatchNorm's running mean 0 and variance 1;
+///   with [`ResNetConfig::zero_init_last`] (the default) the last norm of each residual branch
+///   (`bn2` of a basic block, `bn3` of a bottleneck) starts with gamma 0, so that each block
+///   starts as the identity (Goyal et al. 2017, as the paper trains);
+/// - the classifier `fc`: PyTorch's `nn.Linear` default, which torchvision leaves in place:
+///   weight and bias uniform in `+-1/sqrt(in_features)` (burn's `LinearConfig` default draws
+///   the same distribution).
+///
+/// `init_tests.rs` checks the statistics of every layer of a freshly built model against these
+/// distributions.
 #[derive(Module, Debug)]
 pub struct ResNet {
     /// Stem convolution (7x7 stride 2, or 3x3 stride 1 for the CIFAR stem).
