@@ -17,7 +17,10 @@ def main() -> None:
     root = Path(sys.argv[1])
     runs = defaultdict(list)
     for m in sorted(root.glob("*/metrics.json")):
-        impl, norm, batch, seed = m.parent.name.split("-")
+        parts = m.parent.name.split("-")
+        if m.parent.is_symlink() or len(parts) != 4:
+            continue  # `last`, the link ours makes to its newest run
+        impl, norm, batch, seed = parts
         d = json.loads(m.read_text())
         runs[(norm, int(batch[1:]), impl)].append(
             (100 - d["valid_accuracy"], 100 - d["best_valid_accuracy"], d["total_seconds"])

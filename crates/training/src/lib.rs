@@ -52,9 +52,7 @@ pub use renderer::LineRenderer;
 pub use report::{EpochMetrics, RunMetrics};
 pub use schedule::{Decay, Schedule};
 
-use crate::data::{
-    Augmentation, DataError, DataOptions, DatasetKind, EpochLoader, ImageBatcher, Normalization,
-};
+use crate::data::{DataError, DataOptions, DatasetKind, EpochLoader, ImageBatcher, Normalization};
 
 /// Why a run failed.
 #[derive(Debug)]
@@ -409,7 +407,7 @@ pub fn train(
     let train_loader: Arc<dyn DataLoader<_>> = Arc::new(
         EpochLoader::new(
             splits.train.clone(),
-            batcher(Some(Augmentation::standard(splits.image_size))),
+            batcher(options.augmentation(splits.image_size)),
             options.batch_size,
             Some(options.seed),
             options.workers,

@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::devices::DeviceSpec;
 use super::schedule::Decay;
-use crate::data::DatasetKind;
+use crate::data::{Augmentation, DatasetKind};
+
+fn default_flip_prob() -> f64 {
+    Augmentation::FLIP_PROB
+}
 
 /// The normalization layers of the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -106,6 +110,22 @@ pub struct TrainOptions {
     /// Epochs of linear warmup (fractions allowed).
     #[arg(long, default_value_t = 1.0)]
     pub warmup_epochs: f64,
+    /// Probability of flipping each training image horizontally (0 to 1). Turn it off (0) for
+    /// data whose classes are not mirror-symmetric: digits, text, many medical and
+    /// remote-sensing sets.
+    #[arg(long, default_value_t = Augmentation::FLIP_PROB)]
+    #[serde(default = "default_flip_prob")]
+    pub flip_prob: f64,
+    /// Zero padding on each side of a training image before the random crop back to its size;
+    /// default 1/8 of the side (4 pixels at 32x32); 0: no crop, no shift.
+    #[arg(long)]
+    #[serde(default)]
+    pub crop_pad: Option<usize>,
+    /// No augmentation at all: training images go to the network as validation images do
+    /// (--flip-prob and --crop-pad are then ignored).
+    #[arg(long)]
+    #[serde(default)]
+    pub no_augment: bool,
     /// Seed of the model initialization, the synthetic data, the order and the augmentation.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -153,6 +173,16 @@ impl TrainOptions {
     /// The learning rate for the actual batch: `lr * batch_size / 256`.
     pub fn scaled_lr(&self) -> f64 {
         self.lr * self.batch_size as f64 / 256.0
+    }
+
+    /// The augmentation of training images of `image_size` (`None`: `--no-augment`).
+    pub fn augmentation(&self, image_size: usize) -> Option<Augmentation> {
+        (!self.no_augment).then(|| Augmentation {
+            pad: self
+                .crop_pad
+                .unwrap_or_else(|| Augmentation::standard_pad(image_size)),
+            flip_prob: self.flip_prob,
+        })
     }
 
     /// The model configuration for `num_classes` classes and images of `image_size`.
@@ -312,6 +342,12 @@ impl TrainOptions {
                 self.warmup_epochs
             ));
         }
+        if !(0.0..=1.0).contains(&self.flip_prob) {
+            return Err(format!(
+                "--flip-prob must be a probability in [0, 1], got {}",
+                self.flip_prob
+            ));
+        }
         if let Some(0) = self.group_size {
             return Err("--group-size must be at least 1, got 0".into());
         }
@@ -455,5 +491,77 @@ mod tests {
         );
         // The default (32 groups at width 16) is valid: the 16-channel layers get 16 groups.
         TrainOptions::defaults().model_config(10, 32).unwrap();
+    }
+
+    #[test]
+    fn augmentation_options_make_the_augmentation() {
+        let defaults = TrainOptions::defaults();
+        // Today's behaviour by default: 1/8 of the side as padding, flips half the time.
+        assert_eq!(
+            defaults.augmentation(32),
+            Some(Augmentation {
+                pad: 4,
+                flip_prob: 0.5
+            })
+        );
+        assert_eq!(defaults.augmentation(64).unwrap().pad, 8);
+        let options = TrainOptions {
+            flip_prob: 0.0,
+            crop_pad: Some(0),
+            ..TrainOptions::defaults()
+        };
+        assert_eq!(
+            options.augmentation(32),
+            Some(Augmentation {
+                pad: 0,
+                flip_prob: 0.0
+            })
+        );
+        let none = TrainOptions {
+            no_augment: true,
+            ..TrainOptions::defaults()
+        };
+        assert_eq!(none.augmentation(32), None);
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let options = TrainOptions {
+                flip_prob: bad,
+                ..TrainOptions::defaults()
+            };
+            let err = options.validate().unwrap_err();
+            assert!(
+                err.starts_with("--flip-prob must be a probability"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn augmentation_options_round_trip_through_config_json() {
+        let options = TrainOptions {
+            flip_prob: 0.25,
+            crop_pad: Some(2),
+            no_augment: true,
+            ..TrainOptions::defaults()
+        };
+        let json = serde_json::to_string(&options).unwrap();
+        let back: TrainOptions = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, options);
+        // A config.json written before these options existed reads as today's augmentation.
+        let mut old = fields(&TrainOptions::defaults());
+        for name in ["flip_prob", "crop_pad", "no_augment"] {
+            assert!(old.remove(name).is_some(), "{name}");
+        }
+        let old: TrainOptions = serde_json::from_value(serde_json::Value::Object(old)).unwrap();
+        assert_eq!(old, TrainOptions::defaults());
+        // A resumed run cannot change them.
+        let saved = TrainOptions::defaults();
+        assert_eq!(
+            sorted(options.differences_from(&saved)),
+            [
+                ("--crop-pad".into(), "(not set)".into(), "2".into()),
+                ("--flip-prob".into(), "0.5".into(), "0.25".into()),
+                ("--no-augment".into(), "false".into(), "true".into()),
+            ]
+        );
     }
 }

@@ -12,7 +12,7 @@ const Z: f64 = 5.0;
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data()
         .convert::<f32>()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap()
         .into_iter()
         .map(f64::from)
@@ -52,7 +52,10 @@ fn check_conv(name: &str, conv: &burn::nn::conv::Conv2d) {
             "{name}: excess kurtosis {kurtosis} is not a normal's (n {n})"
         );
     }
-    assert!(conv.bias.is_none(), "{name}: a convolution before a norm has no bias");
+    assert!(
+        conv.bias.is_none(),
+        "{name}: a convolution before a norm has no bias"
+    );
 }
 
 /// Scale 1 (0 where `zero`), shift 0; BatchNorm's running mean 0 and variance 1.
@@ -111,7 +114,10 @@ fn check_linear(model: &ResNet) {
         ("weight", values(model.fc.weight.val())),
         ("bias", values(model.fc.bias.as_ref().unwrap().val())),
     ] {
-        assert!(v.iter().all(|x| x.abs() <= bound), "fc.{what} outside +-{bound}");
+        assert!(
+            v.iter().all(|x| x.abs() <= bound),
+            "fc.{what} outside +-{bound}"
+        );
         if what == "weight" {
             // U(-b, b): variance b^2/3; the sample variance's standard error is
             // sqrt((E[x^4] - var^2) / n) = sqrt((b^4/5 - b^4/9) / n).

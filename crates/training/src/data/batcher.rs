@@ -70,3 +70,61 @@ impl ImageBatcher {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without augmentation a training batch holds exactly the normalized pixels (what
+    /// `--no-augment` gives); with a zero padding and a zero flip probability too.
+    #[test]
+    fn no_augmentation_is_the_identity_pipeline() {
+        let device = Device::default();
+        let size = 8;
+        let items: Vec<(ImageItem, [u64; 3])> = (0..4u64)
+            .map(|i| {
+                let pixels = (0..3 * size * size)
+                    .map(|p| ((p as u64 * 7 + i * 31) % 256) as u8)
+                    .collect();
+                (
+                    ImageItem {
+                        pixels,
+                        label: i as usize,
+                    },
+                    [42, 3, i],
+                )
+            })
+            .collect();
+        let batcher = |augmentation| ImageBatcher {
+            size,
+            normalization: Normalization {
+                mean: [0.5, 0.4, 0.3],
+                std: [0.2, 0.25, 0.3],
+            },
+            augmentation,
+        };
+        let plain = batcher(None);
+        let expected = plain
+            .images(
+                &items
+                    .iter()
+                    .map(|(it, _)| it.pixels.clone())
+                    .collect::<Vec<_>>(),
+                &device,
+            )
+            .into_data();
+        for augmentation in [
+            None,
+            Some(Augmentation {
+                pad: 0,
+                flip_prob: 0.0,
+            }),
+        ] {
+            let batch = batcher(augmentation).batch(&items, &device);
+            assert_eq!(batch.images.into_data(), expected, "{augmentation:?}");
+        }
+        // And the standard augmentation does change them.
+        let batch = batcher(Some(Augmentation::standard(size))).batch(&items, &device);
+        assert_ne!(batch.images.into_data(), expected);
+    }
+}
