@@ -10,6 +10,9 @@ reports:
   population var, averaged over channels; and the spread of the per-batch statistics at the
   run's batch size (std over batches of the batch mean, in population stds) — the noise that
   training-mode BN injects;
+- per BN layer, the running variance against the mean of the batch variances that training-mode
+  batches of the run's size give with the final weights (what the running variance is an
+  exponential average of: about 1 when the running statistics are updated as PyTorch does);
 - validation error three ways: eval mode with the run's running statistics (what the
   programs report), eval mode with the population statistics recomputed ("precise BN"), and
   training-mode BN over validation batches of the run's batch size.
@@ -116,6 +119,35 @@ def main():
             var_ratio=(m.running_var.double() / pv.clamp_min(1e-12)).mean().item(),
             batch_mean_spread=(bm.std(0) / psd).mean().item(),
         ))
+    # What the running statistics are an average of: the statistics of training-mode batches
+    # (each layer normalized by its own batch statistics, as in training; momentum 0 keeps the
+    # running statistics as they are).
+    trainmode = copy.deepcopy(model)
+    tm_bns = dict((n, m) for n, m in trainmode.named_modules() if isinstance(m, nn.BatchNorm2d))
+    tm_var = {n: [] for n in tm_bns}
+    tm_mean = {n: [] for n in tm_bns}
+    hooks = []
+    for name, m in tm_bns.items():
+        m.momentum = 0.0
+
+        def hook(mod, inp, _out, name=name):
+            t = inp[0].double()
+            if t.shape[0] == o.batch_size:
+                tm_mean[name].append(t.mean((0, 2, 3)))
+                tm_var[name].append(t.var((0, 2, 3), unbiased=False))
+        hooks.append(m.register_forward_hook(hook))
+    trainmode.train()
+    with torch.no_grad():
+        for i in range(0, len(ytr), o.batch_size):
+            trainmode(xtr[i : i + o.batch_size])
+    for h in hooks:
+        h.remove()
+    for entry, (name, m) in zip(layers, bns):
+        bv = torch.stack(tm_var[name]).mean(0)
+        bm = torch.stack(tm_mean[name]).mean(0)
+        entry["var_ratio_to_batch_var"] = (m.running_var.double() / bv.clamp_min(1e-12)).mean().item()
+        entry["mean_gap_to_batch_mean"] = (
+            (m.running_mean.double() - bm).abs() / bv.clamp_min(1e-12).sqrt()).mean().item()
     e_running = error(model, xva, yva, 256)
     # Precise BN: population statistics (cumulative average over the training set).
     precise = copy.deepcopy(model)
@@ -137,9 +169,11 @@ def main():
                valid_error_batch_stats=e_batch)
     print(f"{a.run}: batch {o.batch_size}; valid error: running stats {e_running:.1f}%, "
           f"precise BN {e_precise:.1f}%, batch stats (train mode, batch {o.batch_size}) {e_batch:.1f}%")
-    print(f"{'layer':24} {'|mean gap|/std':>14} {'run var/pop var':>15} {'batch-mean spread':>18}")
+    print(f"{'layer':24} {'|mean gap|/std':>14} {'run var/pop var':>15} {'batch-mean spread':>18}"
+          f" {'run var/mean batch var':>22}")
     for l in layers:
-        print(f"{l['layer']:24} {l['mean_gap']:14.3f} {l['var_ratio']:15.3f} {l['batch_mean_spread']:18.3f}")
+        print(f"{l['layer']:24} {l['mean_gap']:14.3f} {l['var_ratio']:15.3f} {l['batch_mean_spread']:18.3f}"
+              f" {l['var_ratio_to_batch_var']:22.3f}")
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
 
