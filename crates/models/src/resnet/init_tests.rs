@@ -160,7 +160,7 @@ fn initial_weights_follow_he_and_torchvision() {
     for norm in [Norm::Group { num_groups: 8 }, Norm::Batch, Norm::BurnGroup] {
         check(
             ResNetConfig::resnet18(10)
-                .with_norm(norm.clone())
+                .with_norm(norm)
                 .with_stem(Stem::Cifar)
                 .with_base_width(16),
             &device,
