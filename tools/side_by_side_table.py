@@ -29,6 +29,8 @@ def main() -> None:
     def cell(values):
         mean = statistics.fmean(values)
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        if len(values) == 1:
+            return mean, sd, f"{mean:.1f} (one seed)"
         return mean, sd, f"{mean:.1f} ± {sd:.1f} ({', '.join(f'{v:.1f}' for v in values)})"
 
     print("| norm | batch | ours final | PyTorch final | ours best | PyTorch best | final: gap / 2 s.e. |")
@@ -43,6 +45,8 @@ def main() -> None:
         se = math.sqrt(of[1] ** 2 / len(ours) + tf[1] ** 2 / len(torch))
         gap = of[0] - tf[0]
         verdict = f"{gap:+.1f} / {2 * se:.1f}" + (" (outside)" if abs(gap) > 2 * se else "")
+        if math.isnan(se):
+            verdict = f"{gap:+.1f} / (needs two seeds)"
         print(f"| {norm.upper()} | {batch} | {of[2]} | {tf[2]} | {ob[2]} | {tb[2]} | {verdict} |")
     secs = {k: statistics.fmean(r[2] for r in v) for k, v in runs.items()}
     print()
