@@ -16,7 +16,7 @@
 //! assert_eq!(y.dims(), [2, 256, 7, 7]);
 //! ```
 //!
-//! Every public entry checks its arguments in O(1) before any kernel runs: the `try_*` forms
+//! Every public entry checks its arguments in O(rank) before any kernel runs: the `try_*` forms
 //! ([`try_group_norm`], [`GroupNorm::try_forward`], [`GroupNormConfig::try_init`],
 //! [`fused::forward_with_stats`]) return a [`GroupNormError`] naming what was wrong and what
 //! was expected, the others panic with its message, and so do the
