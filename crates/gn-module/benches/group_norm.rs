@@ -33,8 +33,8 @@
 mod common;
 
 use burn::module::Param;
-use burn::tensor::{DType, Device, Distribution, Tensor};
-use common::{devices, time_queued};
+use burn::tensor::{DType, Device, Tensor};
+use common::{devices, input, time_queued};
 use criterion::{Criterion, Throughput, criterion_group};
 use gn_module::Activation;
 
@@ -102,17 +102,6 @@ fn channels_last() -> bool {
         Err(_) | Ok("contiguous") => false,
         Ok("channels_last") => true,
         Ok(other) => panic!("GN_BENCH_LAYOUT: `{other}` is not `contiguous` or `channels_last`"),
-    }
-}
-
-/// A standard normal tensor of NCHW `shape`, with channels-last strides if `channels_last`.
-fn input(shape: [usize; 4], channels_last: bool, device: &Device, dtype: DType) -> Tensor<4> {
-    let normal = Distribution::Normal(0.0, 1.0);
-    if channels_last {
-        let [n, c, h, w] = shape;
-        Tensor::<4>::random([n, h, w, c], normal, (device, dtype)).permute([0, 3, 1, 2])
-    } else {
-        Tensor::<4>::random(shape, normal, (device, dtype))
     }
 }
 

@@ -15,8 +15,12 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)] // this program uses only the inputs of the shared bench helpers
+mod common;
+
 use burn::module::Param;
-use burn::tensor::{DType, Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Tensor};
+use common::input;
 use gn_module::{Activation, GroupNormConfig};
 
 const SHAPES: [[usize; 4]; 8] = [
@@ -47,16 +51,6 @@ fn median_us(device: &Device, budget: Duration, mut f: impl FnMut()) -> (f64, f6
     }
     times.sort_by(f64::total_cmp);
     (times[times.len() / 2], times[0])
-}
-
-fn input(shape: [usize; 4], channels_last: bool, device: &Device, dtype: DType) -> Tensor<4> {
-    let normal = Distribution::Normal(0.0, 1.0);
-    if channels_last {
-        let [n, c, h, w] = shape;
-        Tensor::<4>::random([n, h, w, c], normal, (device, dtype)).permute([0, 3, 1, 2])
-    } else {
-        Tensor::<4>::random(shape, normal, (device, dtype))
-    }
 }
 
 /// G = 32 over `c` channels, gamma and beta in `dtype`.

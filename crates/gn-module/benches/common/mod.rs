@@ -1,11 +1,11 @@
 //! What the benches share (this crate's `group_norm` and the repository's `resnet`, which
-//! includes this file by path): the devices of the compiled backends, a sync, and a timer of
-//! queued calls.
+//! includes this file by path): the devices of the compiled backends, a sync, a timer of
+//! queued calls and the standard normal inputs.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use burn::tensor::Device;
+use burn::tensor::{DType, Device, Distribution, Tensor};
 
 /// Every backend compiled into the bench, by name.
 // The pushes depend on the compiled features.
@@ -45,4 +45,16 @@ pub fn time_queued<O>(device: &Device, iters: u64, mut f: impl FnMut() -> O) -> 
     }
     sync(device);
     start.elapsed()
+}
+
+/// A standard normal tensor of NCHW `shape`, with channels-last strides if `channels_last`.
+#[allow(dead_code)] // the resnet bench includes this file and does not use it
+pub fn input(shape: [usize; 4], channels_last: bool, device: &Device, dtype: DType) -> Tensor<4> {
+    let normal = Distribution::Normal(0.0, 1.0);
+    if channels_last {
+        let [n, c, h, w] = shape;
+        Tensor::<4>::random([n, h, w, c], normal, (device, dtype)).permute([0, 3, 1, 2])
+    } else {
+        Tensor::<4>::random(shape, normal, (device, dtype))
+    }
 }
