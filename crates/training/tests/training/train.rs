@@ -46,12 +46,13 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A small, quick configuration: ResNet-18 at width 8 on 32x32 synthetic images, batches of
-/// 16 at a learning rate of 0.1.
+/// A small, quick configuration: ResNet-18 at width 8 on 16x16 synthetic images (the CIFAR
+/// stem, as for 32x32), batches of 16 at a learning rate of 0.1.
 fn small(train: usize, valid: usize, epochs: usize) -> TrainOptions {
     TrainOptions {
         base_width: 8,
         groups: 8,
+        image_size: Some(16),
         synthetic_train: train,
         synthetic_valid: valid,
         epochs,
@@ -68,15 +69,20 @@ fn read_metrics(dir: &Path) -> RunMetrics {
 }
 
 /// Ten classes: chance is 10%, and a linear model on the pixels stays near it (see
-/// `data_readers.rs`). Measured on this configuration: 76% after 6 epochs of 2000 images (on
-/// unseen validation draws; the first two epochs stay near chance, then it takes off). 40% is
-/// four times chance, out of reach of a broken model, and leaves room for floating-point
-/// differences between machines changing the trajectory.
+/// `data_readers.rs`). Without augmentation (which slows learning on so short a run; the
+/// other tests here train with it), measured on this configuration: 73.5% and 68.5%
+/// validation accuracy after 6 epochs of 2000 images at seeds 0 and 7 (unseen validation
+/// draws), 10-16% after the first epoch. 40% is four times chance and 12 standard deviations
+/// of a chance score on 400 images, out of reach of a broken model, and leaves room for
+/// floating-point differences between machines changing the trajectory.
 #[test]
 fn learns_the_synthetic_task_and_writes_its_artifacts() {
     let device = Device::flex();
     let dir = temp_dir("learns");
-    let options = small(2000, 400, 6);
+    let options = TrainOptions {
+        no_augment: true,
+        ..small(2000, 400, 6)
+    };
     let report = training::train(&options, &dir, &RunControl::default(), &device).unwrap();
     let metrics = &report.metrics;
     assert!(
