@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Memcheck: gn-module's CPU kernel unit tests (src/cpu, the backend adapters flex.rs and
 # ndarray.rs left out) under valgrind's memcheck, once on the path the CPU selects (AVX2, FMA
-# and F16C where it has them: valgrind emulates AVX2 but not AVX-512) and once on the portable
-# path (GN_BURN_CPU_BASELINE=1). Any invalid read or write, use of uninitialized memory or
-# failed test fails the script. The kernels' own tests and cpu/memcheck_cases.rs (small cases
+# and F16C where it has them, macerator's x86-64 v3: valgrind emulates AVX2 but not AVX-512)
+# and once on the portable path (GN_BURN_CPU_BASELINE=1: macerator's scalar backend). Any
+# invalid read or write, use of uninitialized memory or failed test fails the script. The kernels' own tests and cpu/memcheck_cases.rs (small cases
 # of every element type, memory order, activation and path) run in release mode, the code that
 # ships; a few minutes in all.
 set -euo pipefail
@@ -43,12 +43,12 @@ memcheck() {
 step "memcheck on the path this CPU selects"
 # The dispatch test prints the level (valgrind reports its own CPU features to the program).
 memcheck --nocapture 2>&1 | tee /tmp/gn-memcheck-native.log
-if grep -qw avx2 /proc/cpuinfo && ! grep -q "CPU kernels dispatch to Avx2" /tmp/gn-memcheck-native.log; then
+if grep -qw avx2 /proc/cpuinfo && ! grep -q "CPU kernels dispatch to V3" /tmp/gn-memcheck-native.log; then
     echo "warning: this CPU has AVX2 but the kernels ran the portable path under valgrind" >&2
 fi
 
 step "memcheck on the portable path: GN_BURN_CPU_BASELINE=1"
 GN_BURN_CPU_BASELINE=1 memcheck --nocapture 2>&1 | tee /tmp/gn-memcheck-baseline.log
-grep -q "CPU kernels dispatch to Baseline" /tmp/gn-memcheck-baseline.log
+grep -q "CPU kernels dispatch to Scalar" /tmp/gn-memcheck-baseline.log
 
 step "done"

@@ -28,21 +28,30 @@ impl Default for Activation {
 }
 
 impl Activation {
-    /// The integer the backend ops take (0 none, 1 ReLU, 2 SiLU).
+    /// The code of [`Activation::None`]: the integer the backend ops take, and the const
+    /// generic (CPU) or comptime value (CubeCL) the kernels are compiled for. These three
+    /// constants are the only definition of the codes.
+    pub const CODE_NONE: u32 = 0;
+    /// The code of [`Activation::Relu`].
+    pub const CODE_RELU: u32 = 1;
+    /// The code of [`Activation::Silu`].
+    pub const CODE_SILU: u32 = 2;
+
+    /// The integer the backend ops take ([`CODE_NONE`](Self::CODE_NONE), ...).
     pub fn code(self) -> u32 {
         match self {
-            Activation::None => 0,
-            Activation::Relu => 1,
-            Activation::Silu => 2,
+            Activation::None => Self::CODE_NONE,
+            Activation::Relu => Self::CODE_RELU,
+            Activation::Silu => Self::CODE_SILU,
         }
     }
 
     /// The activation of a [`code`](Self::code), `None` for a code that names none.
     pub fn from_code(code: u32) -> Option<Self> {
         match code {
-            0 => Some(Activation::None),
-            1 => Some(Activation::Relu),
-            2 => Some(Activation::Silu),
+            Self::CODE_NONE => Some(Activation::None),
+            Self::CODE_RELU => Some(Activation::Relu),
+            Self::CODE_SILU => Some(Activation::Silu),
             _ => None,
         }
     }

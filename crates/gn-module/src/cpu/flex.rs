@@ -137,8 +137,7 @@ fn unique_contiguous<E: Element + bytemuck::Pod>(t: &mut FlexTensor) -> Option<&
 type Triple = (FlexTensor, FlexTensor, FlexTensor);
 
 /// The forward pass over `x`'s own storage, if `x` is a contiguous tensor that nothing else
-/// references, of a dtype the in-place kernels take (`super::inplace_supported`); else `x`
-/// back.
+/// references, else `x` back.
 fn forward_in_place(
     x: FlexTensor,
     num_groups: usize,
@@ -152,9 +151,6 @@ fn forward_in_place(
     let dtype = x.dtype();
     macro_rules! run {
         ($e:ty) => {{
-            if !super::inplace_supported::<$e>(shape[2]) {
-                return Err(x);
-            }
             let Some(data) = unique_contiguous::<$e>(&mut x) else {
                 return Err(x);
             };
@@ -177,7 +173,7 @@ fn forward_in_place(
 }
 
 /// The backward pass writing `dx` over `grad`'s storage, if `grad` is a contiguous tensor that
-/// nothing else references, of a dtype the in-place kernels take (`super::inplace_supported`),
+/// nothing else references,
 /// and `x` is channels-first; else `grad` back.
 #[allow(clippy::too_many_arguments)]
 fn backward_in_place(
@@ -192,9 +188,8 @@ fn backward_in_place(
     let mut grad = grad;
     macro_rules! run {
         ($e:ty) => {{
-            let Some(xv) = view_of::<$e>(x).filter(|v| {
-                v.order() == Some(Order::ChannelsFirst) && super::inplace_supported::<$e>(v.s)
-            }) else {
+            let Some(xv) = view_of::<$e>(x).filter(|v| v.order() == Some(Order::ChannelsFirst))
+            else {
                 return Err(grad);
             };
             let Some(data) = unique_contiguous::<$e>(&mut grad) else {

@@ -5,8 +5,12 @@
 
 use half::{bf16, f16};
 
-use super::rows::{ACT_NONE, ACT_RELU, ACT_SILU};
-use super::{CpuElem, Order, View, channels_first, channels_last, channels_last_blocks, transpose};
+use super::{CpuElem, Order, View, channels_first, channels_last, transpose};
+use crate::activation::Activation;
+
+const ACT_NONE: u32 = Activation::CODE_NONE;
+const ACT_RELU: u32 = Activation::CODE_RELU;
+const ACT_SILU: u32 = Activation::CODE_SILU;
 
 /// An element type of the cases: conversions, and the error its rounding allows.
 trait CaseElem: CpuElem + core::fmt::Debug {
@@ -46,46 +50,31 @@ struct Shape {
     groups: usize,
 }
 
-/// Rows shorter than a vector, with an overlapping tail, of one value ([N, C]), longer than the
-/// short-row kernels take (256), and position rows of 9 and 40 channels.
-const SHAPES: [Shape; 6] = [
-    Shape {
-        n: 2,
-        c: 6,
-        s: 7,
-        groups: 3,
-    },
-    Shape {
-        n: 1,
-        c: 12,
-        s: 19,
-        groups: 4,
-    },
-    Shape {
-        n: 3,
-        c: 10,
-        s: 1,
-        groups: 5,
-    },
-    Shape {
-        n: 1,
-        c: 4,
-        s: 300,
-        groups: 2,
-    },
-    Shape {
-        n: 1,
-        c: 9,
-        s: 11,
-        groups: 3,
-    },
-    Shape {
-        n: 2,
-        c: 40,
-        s: 5,
-        groups: 4,
-    },
-];
+/// Rows shorter than a vector, with an overlapping tail, of one value ([N, C]), longer than a
+/// block of sums (256), and position rows of 9 and 40 channels: `(n, c, s, groups)`.
+const SHAPES: [Shape; 6] = {
+    let list = [
+        (2, 6, 7, 3),
+        (1, 12, 19, 4),
+        (3, 10, 1, 5),
+        (1, 4, 300, 2),
+        (1, 9, 11, 3),
+        (2, 40, 5, 4),
+    ];
+    let mut out = [Shape {
+        n: 0,
+        c: 0,
+        s: 0,
+        groups: 0,
+    }; 6];
+    let mut i = 0;
+    while i < 6 {
+        let (n, c, s, groups) = list[i];
+        out[i] = Shape { n, c, s, groups };
+        i += 1;
+    }
+    out
+};
 
 /// The f64 results of a case: forward `y`, per-group mean and rstd, backward `dx`, `dgamma`,
 /// `dbeta`, all from the stored (rounded) inputs; values indexed `(n, c, s)` as `[N, C, S]`.
@@ -246,14 +235,14 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         assert_eq!(xv.order(), Some(Order::ChannelsFirst));
         let what = |p: &str| format!("{case}, channels-first pad {pad_c}: {p}");
 
-        let f = channels_first::forward(&xv, groups, &gamma, &beta, EPS, code);
+        let f = channels_first::forward(&xv, (groups, &gamma, &beta, EPS, code), false);
         for (i, &v) in f.y.iter().enumerate() {
             close(v, want.y[i], &|| what(&format!("y[{i}]")));
         }
         close_f64::<E>(&f.mean, &want.mean, &what("mean"));
         close_f64::<E>(&f.rstd, &want.rstd, &what("rstd"));
 
-        let bw = channels_first::backward(&xv, &gv, groups, &want.rstd, &gamma, &beta, code);
+        let bw = channels_first::backward(&xv, &gv, (groups, &want.rstd, &gamma, &beta, code));
         for (i, &v) in bw.dx.iter().enumerate() {
             close(v, want.dx[i], &|| what(&format!("dx[{i}]")));
         }
@@ -261,7 +250,7 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         close_f64::<E>(&bw.dbeta, &want.dbeta, &what("dbeta"));
 
         // In place, where the adapters would take it: dense tensors only.
-        if pad_c == 0 && channels_first::inplace_supported::<E>(s) {
+        if pad_c == 0 {
             let mut data: Vec<E> = x.iter().map(|&v| E::from_f64(v)).collect();
             let shape = [n, c, s];
             let (mean, rstd) =
@@ -315,14 +304,15 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
             (b * s + p) * c + ch
         };
 
-        let f = channels_last::forward(&xv, groups, &gamma, &beta, EPS, code);
+        let f = channels_last::forward(&xv, (groups, &gamma, &beta, EPS, code));
         for i in 0..numel {
             close(f.y[nsc(i)], want.y[i], &|| what(&format!("y[{i}]")));
         }
         close_f64::<E>(&f.mean, &want.mean, &what("mean"));
         close_f64::<E>(&f.rstd, &want.rstd, &what("rstd"));
         for per_task in [1, 2] {
-            let f = channels_last_blocks::forward(&xv, groups, per_task, &gamma, &beta, EPS, code);
+            let f =
+                channels_last::forward_blocks(&xv, (groups, &gamma, &beta, EPS, code), per_task);
             for i in 0..numel {
                 close(f.y[nsc(i)], want.y[i], &|| {
                     what(&format!("blocks {per_task}: y[{i}]"))
@@ -332,7 +322,7 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
             close_f64::<E>(&f.rstd, &want.rstd, &what("blocks: rstd"));
         }
 
-        let bw = channels_last::backward(&xv, &gv, groups, &want.rstd, &gamma, &beta, code);
+        let bw = channels_last::backward(&xv, &gv, (groups, &want.rstd, &gamma, &beta, code));
         for i in 0..numel {
             close(bw.dx[nsc(i)], want.dx[i], &|| what(&format!("dx[{i}]")));
         }
@@ -345,7 +335,7 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         for (i, &v) in x_cf.iter().enumerate() {
             assert_eq!(v.to_f64(), x[i], "{}", what(&format!("copy [{i}]")));
         }
-        if channels_first::inplace_supported::<E>(s) {
+        {
             let xv = View {
                 data: &x_cf[..],
                 offset: 0,

@@ -1,28 +1,22 @@
 //! The CPU kernels shared by the Flex and NdArray backends: plain slices in, plain vectors out.
+//! `README.md` in this folder tells which function runs for which input.
 //!
 //! Each backend adapter describes its input as a [`View`] (a strided `[N, C, S]` window on its
 //! storage, `S` being the spatial axes collapsed) and wraps the dense outputs back into its own
-//! tensor type. Two memory orders are handled without a copy:
-//! - channels-first rows (`ss == 1`: each channel's spatial values are contiguous, as in NCHW),
-//!   processed one `(n, g)` group per task ([`channels_first`]);
-//! - channels-last rows (`sc == 1`: each position's channels are contiguous, as in NHWC),
-//!   processed in blocks of positions per task with per-channel accumulators ([`channels_last`]).
-//!
-//! Anything else is copied to a contiguous tensor by the adapter first.
+//! tensor type. [`plan`] chooses the kernel from the view; [`forward`] and [`backward`] run it.
 //!
 //! Numerics: every group is shifted by its first element before summing (exact in floating
 //! point for values of similar magnitude), sums are blocked in the element's arithmetic type and
 //! accumulated in f64, so inputs with `|mean| / std` of 1e5 keep full precision. f16 and bf16 are
 //! computed in f32; f64 in f64.
 //!
-//! CPU features: on x86-64 with AVX2, FMA and F16C the kernels run code compiled for those
-//! instructions (hand-written in [`simd`] and [`simd_rows`], and the `multiversion!` functions);
-//! elsewhere, portable code compiled for the baseline target. [`simd_level`] detects the
-//! features once per process and every dispatch asks it. Setting the environment variable
-//! `GN_BURN_CPU_BASELINE=1` makes it answer [`SimdLevel::Baseline`] whatever the CPU, so that
-//! every kernel takes the portable path: to compare the two paths, or to test the portable one
-//! on a machine with AVX2. The variable is read at the first kernel call of the process; later
-//! changes have no effect.
+//! Instruction sets: every kernel body is written once over macerator's `Simd` vectors
+//! ([`simd`]) and compiled by macerator for each instruction set it knows (x86-64 v2, v3 with
+//! AVX2, v4 with AVX-512, NEON, SIMD128, scalar); [`arch`] picks one per process, and every
+//! parallel task enters its body through one dispatch on it ([`Dispatch`]). Setting the
+//! environment variable `GN_BURN_CPU_BASELINE=1` makes it macerator's scalar backend whatever
+//! the CPU: to compare, or to test the portable path on a machine with vector units. The
+//! variable is read at the first kernel call of the process; later changes have no effect.
 
 // Every unsafe block of the kernels states why it is sound (the backend adapters, flex.rs and
 // ndarray.rs, are not held to the lint yet).
@@ -31,128 +25,127 @@ mod channels_first;
 #[warn(clippy::undocumented_unsafe_blocks)]
 mod channels_last;
 #[warn(clippy::undocumented_unsafe_blocks)]
-mod channels_last_blocks;
-#[warn(clippy::undocumented_unsafe_blocks)]
-pub(crate) mod elem;
-#[warn(clippy::undocumented_unsafe_blocks)]
-mod group_rows;
+mod isa;
 #[cfg(test)]
 #[warn(clippy::undocumented_unsafe_blocks)]
 mod memcheck_cases;
 #[warn(clippy::undocumented_unsafe_blocks)]
-mod rows;
-#[cfg(target_arch = "x86_64")]
+mod passes;
 #[warn(clippy::undocumented_unsafe_blocks)]
-mod simd;
-#[cfg(target_arch = "x86_64")]
-#[warn(clippy::undocumented_unsafe_blocks)]
-mod simd_rows;
+pub(crate) mod simd;
 #[warn(clippy::undocumented_unsafe_blocks)]
 mod tasks;
 #[warn(clippy::undocumented_unsafe_blocks)]
 mod transpose;
 
-pub(crate) use channels_first::{backward_inplace, forward_inplace, inplace_supported};
-pub(crate) use elem::CpuElem;
+pub(crate) use channels_first::{backward_inplace, forward_inplace};
+pub(crate) use simd::Elem as CpuElem;
 pub(crate) use transpose::channels_first_copy;
+
+use macerator::{Arch, WithSimd};
 
 /// The environment variable that forces the portable kernels (see the module docs).
 pub(crate) const BASELINE_VAR: &str = "GN_BURN_CPU_BASELINE";
 
-/// The instruction set the kernels' runtime dispatches choose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SimdLevel {
-    /// Portable code compiled for the baseline target.
-    Baseline,
-    /// x86-64 code compiled for AVX2, FMA and F16C.
-    Avx2,
-}
-
-/// The instruction set of every runtime dispatch in the kernels: [`SimdLevel::Avx2`] on an
-/// x86-64 CPU with AVX2, FMA and F16C unless `GN_BURN_CPU_BASELINE` is `1`, else
-/// [`SimdLevel::Baseline`]. Decided once per process, at the first call.
-///
-/// The kernels' `unsafe` calls into `#[target_feature]` code rely on this: it answers `Avx2`
-/// only where all three features were detected.
-#[inline]
-pub(crate) fn simd_level() -> SimdLevel {
-    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        let forced = std::env::var_os(BASELINE_VAR).is_some_and(|v| v == "1");
-        #[cfg(target_arch = "x86_64")]
-        if !forced
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            return SimdLevel::Avx2;
+/// The instruction set of every kernel of this process: the best macerator detects on this
+/// CPU, or its scalar backend where `GN_BURN_CPU_BASELINE` is `1`. Decided at the first call.
+pub(crate) fn arch() -> Arch {
+    static ARCH: std::sync::OnceLock<Arch> = std::sync::OnceLock::new();
+    *ARCH.get_or_init(|| {
+        if std::env::var_os(BASELINE_VAR).is_some_and(|v| v == "1") {
+            Arch::Scalar
+        } else {
+            Arch::detect()
         }
-        let _ = forced;
-        SimdLevel::Baseline
     })
 }
 
-/// `multiversion!` functions run per [`SimdLevel`] (test builds only): lets tests check which
-/// path ran.
+/// Whether the kernels run vector code or macerator's scalar backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SimdLevel {
+    /// macerator's scalar backend (forced, or a CPU without a vector unit it knows).
+    Baseline,
+    /// One of macerator's vector instruction sets ([`arch`] says which).
+    Vector,
+}
+
+/// [`arch`] as a [`SimdLevel`].
+pub(crate) fn simd_level() -> SimdLevel {
+    match arch() {
+        Arch::Scalar => SimdLevel::Baseline,
+        _ => SimdLevel::Vector,
+    }
+}
+
+/// Kernel entries per [`SimdLevel`] (test builds only): lets tests check which path ran.
 #[cfg(test)]
 pub(crate) static DISPATCHED: [std::sync::atomic::AtomicUsize; 2] =
     [const { std::sync::atomic::AtomicUsize::new(0) }; 2];
 
-/// Counts a `multiversion!` call on `level`'s path in test builds; nothing otherwise.
-#[inline(always)]
-pub(crate) fn note_dispatch(level: SimdLevel) {
-    #[cfg(test)]
-    DISPATCHED[level as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _ = level;
+/// The dispatch of the kernels' `#[macerator::with_simd(dispatch(arch = Dispatch))]` entries: runs the
+/// body compiled for [`arch`].
+pub(crate) struct Dispatch;
+
+impl Dispatch {
+    #[inline(always)]
+    pub(crate) fn dispatch<Op: WithSimd>(self, op: Op) -> Op::Output {
+        #[cfg(test)]
+        DISPATCHED[simd_level() as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: arch() is what macerator detected on this CPU, or its scalar backend, which
+        // needs nothing.
+        unsafe { arch().dispatch(op) }
+    }
 }
 
-/// Generates a function that runs its body compiled for AVX2, FMA and F16C when
-/// [`simd_level`] says so, and for the baseline target otherwise.
-macro_rules! multiversion {
-    (
-        $(#[$meta:meta])*
-        fn $name:ident<E: CpuElem, const ACT: u32>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
-        $body:block
-    ) => {
-        $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
-        fn $name<E: CpuElem, const ACT: u32>($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn body<E: CpuElem, const ACT: u32>($($arg: $ty),*) $(-> $ret)? $body
-
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma,f16c")]
-                #[allow(clippy::too_many_arguments)]
-                fn avx2<E: CpuElem, const ACT: u32>($($arg: $ty),*) $(-> $ret)? {
-                    body::<E, ACT>($($arg),*)
-                }
-                if $crate::cpu::simd_level() == $crate::cpu::SimdLevel::Avx2 {
-                    $crate::cpu::note_dispatch($crate::cpu::SimdLevel::Avx2);
-                    // SAFETY: simd_level() answers Avx2 only on CPUs with AVX2, FMA and F16C.
-                    return unsafe { avx2::<E, ACT>($($arg),*) };
-                }
-            }
-            $crate::cpu::note_dispatch($crate::cpu::SimdLevel::Baseline);
-            body::<E, ACT>($($arg),*)
-        }
-    };
-}
-pub(crate) use multiversion;
-
-/// Calls `$f::<E, ACT>(args)` with the activation code turned into a const generic.
+/// Calls `$f::<.., ACT>(args)` with the activation code turned into a const generic.
 macro_rules! with_activation {
-    ($act:expr, $f:ident::<$e:ty>($($arg:expr),* $(,)?)) => {
+    ($act:expr, $f:ident::<$($t:ty),*>($($arg:expr),* $(,)?)) => {
         match $act {
-            rows::ACT_NONE => $f::<$e, { rows::ACT_NONE }>($($arg),*),
-            rows::ACT_RELU => $f::<$e, { rows::ACT_RELU }>($($arg),*),
-            rows::ACT_SILU => $f::<$e, { rows::ACT_SILU }>($($arg),*),
+            Activation::CODE_NONE => $f::<$($t,)* { Activation::CODE_NONE }>($($arg),*),
+            Activation::CODE_RELU => $f::<$($t,)* { Activation::CODE_RELU }>($($arg),*),
+            Activation::CODE_SILU => $f::<$($t,)* { Activation::CODE_SILU }>($($arg),*),
             other => panic!("unknown GroupNorm activation code {other}"),
         }
     };
 }
 pub(crate) use with_activation;
+
+/// The kernel [`forward`] and [`backward`] run for an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Channels-first `x` (`S` contiguous values per channel): one task per `(n, g)` group,
+    /// its rows read for the statistics and again from cache to normalize
+    /// ([`channels_first`]). `stream`: the output is large, written around the cache.
+    Groups { stream: bool },
+    /// Channels-last `x`, forward, few positions: tasks of `per_task` whole groups of one
+    /// sample, read once from memory ([`channels_last::forward_blocks`]).
+    ColumnBlocks { per_task: usize },
+    /// Channels-last `x`: tasks of blocks of positions with per-channel accumulators, whole
+    /// passes over memory in order ([`channels_last`]).
+    Positions,
+}
+
+/// Outputs from this size on are written around the cache (they would not stay in it).
+const STREAM_MIN_BYTES: usize = 16 << 20;
+
+/// The one place that chooses a kernel, from the input's view: its memory order, then its
+/// size. (Row length, element type and activation are compile-time parameters of the kernel
+/// bodies: rows shorter than a vector take partial vectors, f16 and bf16 are converted in
+/// registers, the activation is a const generic.)
+pub(crate) fn plan<E: CpuElem>(x: &View<'_, E>, num_groups: usize, backward: bool) -> Plan {
+    let bytes = x.n * x.c * x.s * size_of::<E>();
+    match x.order().expect("the adapter passes readable views only") {
+        // f32 and f64 outputs only: f16 and bf16 ones are converted, not streamed.
+        Order::ChannelsFirst => Plan::Groups {
+            stream: !backward && bytes >= STREAM_MIN_BYTES && size_of::<E>() >= 4,
+        },
+        Order::ChannelsLast if backward => Plan::Positions,
+        Order::ChannelsLast => match channels_last::groups_per_task(x, num_groups) {
+            Some(per_task) => Plan::ColumnBlocks { per_task },
+            None => Plan::Positions,
+        },
+    }
+}
 
 /// A strided, read-only `[N, C, S]` window on a tensor's storage.
 ///
@@ -179,23 +172,6 @@ pub(crate) enum Order {
 }
 
 impl<'a, E> View<'a, E> {
-    /// The `S` values of channel `c` of sample `n` (channels-first views).
-    #[inline(always)]
-    pub fn channel(&self, n: usize, c: usize) -> &'a [E] {
-        let start = self.index(n, c, 0);
-        &self.data[start..start + self.s]
-    }
-
-    /// The `cpg` channels from `c0` of sample `n` as one slice of `cpg * S` values, when they
-    /// are adjacent (channels-first views whose channel stride is `S`).
-    #[inline(always)]
-    pub fn channel_run(&self, n: usize, c0: usize, cpg: usize) -> Option<&'a [E]> {
-        (self.sc == self.s && (self.ss == 1 || self.s == 1)).then(|| {
-            let start = self.index(n, c0, 0);
-            &self.data[start..start + cpg * self.s]
-        })
-    }
-
     /// The `C` values at position `s` of sample `n` (channels-last views).
     #[inline(always)]
     pub fn position(&self, n: usize, s: usize) -> &'a [E] {
@@ -325,16 +301,11 @@ pub(crate) fn forward<E: CpuElem>(
     epsilon: f64,
     activation: u32,
 ) -> Forward<E> {
-    match x.order().expect("the adapter passes readable views only") {
-        Order::ChannelsFirst => {
-            channels_first::forward(x, num_groups, gamma, beta, epsilon, activation)
-        }
-        Order::ChannelsLast => match channels_last_blocks::groups_per_task(x, num_groups) {
-            Some(per_task) => channels_last_blocks::forward(
-                x, num_groups, per_task, gamma, beta, epsilon, activation,
-            ),
-            None => channels_last::forward(x, num_groups, gamma, beta, epsilon, activation),
-        },
+    let args = (num_groups, gamma, beta, epsilon, activation);
+    match plan(x, num_groups, false) {
+        Plan::Groups { stream } => channels_first::forward(x, args, stream),
+        Plan::ColumnBlocks { per_task } => channels_last::forward_blocks(x, args, per_task),
+        Plan::Positions => channels_last::forward(x, args),
     }
 }
 
@@ -351,21 +322,19 @@ pub(crate) fn backward<E: CpuElem>(
     beta: &[f64],
     activation: u32,
 ) -> Backward<E> {
-    let order = x.order().expect("the adapter passes readable views only");
-    assert_eq!(
-        dy.order(),
-        Some(order),
-        "x and dy must share a memory order"
-    );
-    match order {
-        Order::ChannelsFirst => {
-            channels_first::backward(x, dy, num_groups, rstd, gamma, beta, activation)
-        }
-        Order::ChannelsLast => {
-            channels_last::backward(x, dy, num_groups, rstd, gamma, beta, activation)
-        }
+    assert_eq!(dy.order(), x.order(), "x and dy must share a memory order");
+    let args = (num_groups, rstd, gamma, beta, activation);
+    match plan(x, num_groups, true) {
+        Plan::Groups { .. } => channels_first::backward(x, dy, args),
+        _ => channels_last::backward(x, dy, args),
     }
 }
+
+/// The arguments of a forward pass after `x`: `num_groups, gamma, beta, epsilon, activation`.
+pub(crate) type ForwardArgs<'a> = (usize, &'a [f64], &'a [f64], f64, u32);
+/// The arguments of a backward pass after `x` and `dy`: `num_groups, rstd, gamma, beta,
+/// activation`.
+pub(crate) type BackwardArgs<'a> = (usize, &'a [f64], &'a [f64], &'a [f64], u32);
 
 /// Per-group coefficients of the backward pass, from the per-channel sums of one `(n, g)`.
 ///
@@ -466,56 +435,65 @@ mod dispatch_tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
+    use crate::activation::Activation;
 
-    /// The level this process must run at: what the CPU has, unless the variable forces the
-    /// baseline. (Tests cannot set the variable: it is read once, by whichever test calls a
-    /// kernel first, so `.ci/memcheck.sh` runs the tests with and without it.)
-    fn expected_level() -> SimdLevel {
-        let forced = std::env::var(BASELINE_VAR).as_deref() == Ok("1");
-        #[cfg(target_arch = "x86_64")]
-        let cpu = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c");
-        #[cfg(not(target_arch = "x86_64"))]
-        let cpu = false;
-        if cpu && !forced {
-            SimdLevel::Avx2
-        } else {
-            SimdLevel::Baseline
-        }
-    }
-
-    /// The dispatch follows the CPU and `GN_BURN_CPU_BASELINE`: a kernel call runs its
-    /// `multiversion!` functions on the expected path, no test of this process has run one on
-    /// the other, and the hand-written SIMD kernels apply exactly when the level is AVX2.
+    /// The dispatch follows the CPU and `GN_BURN_CPU_BASELINE`: the kernels run on macerator's
+    /// best instruction set here, or on its scalar backend when the variable is `1`, and no
+    /// test of this process has run a kernel on the other path. (Tests cannot set the
+    /// variable: it is read once, by whichever test calls a kernel first, so
+    /// `.ci/memcheck.sh` runs the tests with and without it.)
     #[test]
     fn dispatch_follows_the_cpu_and_the_baseline_switch() {
-        let level = expected_level();
-        assert_eq!(simd_level(), level);
+        let forced = std::env::var(BASELINE_VAR).as_deref() == Ok("1");
+        let want = if forced { Arch::Scalar } else { Arch::detect() };
+        assert_eq!(format!("{:?}", arch()), format!("{want:?}"));
         // For .ci/memcheck.sh, which checks that valgrind let the AVX2 path run.
-        println!("CPU kernels dispatch to {level:?}");
+        println!("CPU kernels dispatch to {:?}", arch());
+        let level = simd_level();
         let other = match level {
-            SimdLevel::Avx2 => SimdLevel::Baseline,
-            SimdLevel::Baseline => SimdLevel::Avx2,
+            SimdLevel::Vector => SimdLevel::Baseline,
+            SimdLevel::Baseline => SimdLevel::Vector,
         };
         let runs = |l: SimdLevel| DISPATCHED[l as usize].load(Ordering::Relaxed);
         let before = runs(level);
         let data: Vec<f32> = (0..2 * 4 * 9).map(|i| (i % 7) as f32).collect();
         let x = view(&data, 0, &[2, 4, 9], &[36, 9, 1]).expect("a channels-first view");
-        let out = forward(&x, 2, &[1.0; 4], &[0.0; 4], 1e-5, rows::ACT_NONE);
+        let out = forward(&x, 2, &[1.0; 4], &[0.0; 4], 1e-5, Activation::CODE_NONE);
         assert_eq!(out.y.len(), data.len());
         assert!(
             runs(level) > before,
             "the forward ran on the {level:?} path"
         );
         assert_eq!(runs(other), 0, "nothing ran on the {other:?} path");
-        #[cfg(target_arch = "x86_64")]
-        {
-            let simd = level == SimdLevel::Avx2;
-            assert_eq!(simd::lanes_apply::<f32>(), simd);
-            assert_eq!(simd::lanes_apply::<half::bf16>(), simd);
-            assert!(!simd::lanes_apply::<f64>());
-        }
+    }
+
+    /// The plan: channels-first inputs go by groups (streamed when large and f32), channels-last
+    /// forwards with few positions by blocks of groups, the other channels-last passes by
+    /// positions.
+    #[test]
+    fn the_plan_follows_order_and_size() {
+        let dense = |n: usize, c: usize, s: usize, last: bool| {
+            let strides = if last { [c * s, 1, c] } else { [c * s, s, 1] };
+            (
+                vec![0f32; n * c * s],
+                [n, c, s],
+                strides.map(|v| v as isize),
+            )
+        };
+        let (d, shape, st) = dense(2, 64, 49, false);
+        let x = view(&d, 0, &shape, &st).unwrap();
+        assert_eq!(plan(&x, 32, false), Plan::Groups { stream: false });
+        let (d, shape, st) = dense(8, 256, 56 * 56, false);
+        let x = view(&d, 0, &shape, &st).unwrap();
+        assert_eq!(plan(&x, 32, false), Plan::Groups { stream: true });
+        assert_eq!(plan(&x, 32, true), Plan::Groups { stream: false });
+        let (d, shape, st) = dense(8, 512, 49, true);
+        let x = view(&d, 0, &shape, &st).unwrap();
+        assert!(matches!(plan(&x, 32, false), Plan::ColumnBlocks { .. }));
+        assert_eq!(plan(&x, 32, true), Plan::Positions);
+        let (d, shape, st) = dense(1, 64, 64 * 64, true);
+        let x = view(&d, 0, &shape, &st).unwrap();
+        assert_eq!(plan(&x, 32, false), Plan::Positions);
     }
 }
 

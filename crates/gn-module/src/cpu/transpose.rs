@@ -8,7 +8,8 @@
 
 use core::mem::MaybeUninit;
 
-use super::elem::{assume_init, uninit_vec};
+use super::isa;
+use super::simd::{assume_init, uninit_vec};
 use super::tasks::for_each_task;
 use super::{CpuElem, Order, View, min_tasks};
 
@@ -55,23 +56,14 @@ pub(crate) fn channels_first_copy<E: CpuElem>(v: &View<'_, E>) -> Vec<E> {
 fn copy_channels<E: CpuElem>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [MaybeUninit<E>]) {
     let s = v.s;
     let channels = rows.len() / s;
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = super::simd_level() == super::SimdLevel::Avx2;
-    #[cfg(target_arch = "x86_64")]
     let done = match size_of::<E>() {
-        4 if avx2 => {
-            // SAFETY: the CPU has AVX2 (simd_level); E is 4 bytes, a float without padding
-            // (CpuElem), only moved.
-            unsafe { copy_channel_blocks::<Four, E>(v, n, c0, rows) }
-        }
-        2 if avx2 => {
-            // SAFETY: as above, for 2 bytes.
-            unsafe { copy_channel_blocks::<Two, E>(v, n, c0, rows) }
-        }
+        // SAFETY: the CPU has the transposes (has_transpose8); E is 4 or 2 bytes, a float
+        // without padding (CpuElem), only moved.
+        4 if isa::has_transpose8() => unsafe { copy_channel_blocks::<4, E>(v, n, c0, rows) },
+        // SAFETY: as above.
+        2 if isa::has_transpose8() => unsafe { copy_channel_blocks::<2, E>(v, n, c0, rows) },
         _ => 0,
     };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
     // In windows of positions, by 8x8 tiles: each tile reads 8 lines and writes 8 runs, so
     // that neither the output rows (`S` values apart) nor the positions (`C` apart), often a
     // multiple of 4 KiB, have more lines in flight than an L1 set holds.
@@ -89,7 +81,7 @@ fn copy_channels<E: CpuElem>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [M
     }
 }
 
-/// [`copy_channels`] by 8x8 transposes of `B`-sized elements, over the first whole eights of
+/// [`copy_channels`] by 8x8 transposes of `BYTES`-sized elements, over the first whole eights of
 /// the rows' channels (at every position); returns the channels done.
 ///
 /// Positions go in windows of [`WINDOW`] as in [`copy_channels`]: within one, each block of 8
@@ -101,16 +93,13 @@ fn copy_channels<E: CpuElem>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [M
 ///
 /// # Safety
 ///
-/// The CPU must support AVX2, and `E` must be `B::BYTES` bytes without padding.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn copy_channel_blocks<B: Block8, E: Copy>(
+/// [`isa::has_transpose8`] is `true`, and `E` is `BYTES` bytes without padding.
+unsafe fn copy_channel_blocks<const BYTES: usize, E: Copy>(
     v: &View<'_, E>,
     n: usize,
     c0: usize,
     rows: &mut [MaybeUninit<E>],
 ) -> usize {
-    use core::arch::x86_64::*;
     let s = v.s;
     let whole = rows.len() / s / 8 * 8;
     let vector_positions = s / 8 * 8;
@@ -128,14 +117,13 @@ unsafe fn copy_channel_blocks<B: Block8, E: Copy>(
     );
     let src = v.data[v.index(n, c0, 0)..].as_ptr().cast::<u8>();
     let out = rows.as_mut_ptr().cast::<u8>();
-    let (ss, bytes) = (v.ss, B::BYTES);
+    let (ss, bytes) = (v.ss, BYTES);
     let lines = (whole * bytes).div_ceil(64);
     for w0 in (0..vector_positions).step_by(WINDOW) {
         let w1 = (w0 + WINDOW).min(vector_positions);
         for i in w1..(w1 + WINDOW).min(s) {
             for line in 0..lines {
-                // Prefetches never fault (and the pointers are never dereferenced).
-                _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(i * ss * bytes + line * 64).cast());
+                isa::prefetch(src.wrapping_add(i * ss * bytes + line * 64));
             }
         }
         for j0 in (0..whole).step_by(8) {
@@ -144,7 +132,7 @@ unsafe fn copy_channel_blocks<B: Block8, E: Copy>(
                 // the bounds checked above; 8 adjacent channels each) and writes
                 // `rows[(j0 + k) * S + i0..][..8]`, inside `rows` as j0 + 8 <= whole.
                 unsafe {
-                    B::transpose(
+                    isa::transpose8::<BYTES>(
                         src.add((i0 * ss + j0) * bytes),
                         ss,
                         out.add(((j0 * s) + i0) * bytes),
@@ -160,119 +148,6 @@ unsafe fn copy_channel_blocks<B: Block8, E: Copy>(
         }
     }
     whole
-}
-
-/// An 8x8 transpose of elements of one size (their bits moved, never interpreted).
-#[cfg(target_arch = "x86_64")]
-trait Block8 {
-    /// Bytes of an element.
-    const BYTES: usize;
-
-    /// Writes row `k` of the 8x8 block at `src` (rows `src_stride` elements apart) as
-    /// column `k` of the block at `dst` (rows `dst_stride` elements apart).
-    ///
-    /// # Safety
-    ///
-    /// Both blocks must be valid for their accesses, the source initialized; the CPU must
-    /// support AVX2.
-    unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize);
-}
-
-/// 4-byte elements (f32): AVX registers.
-#[cfg(target_arch = "x86_64")]
-struct Four;
-
-/// 2-byte elements (f16, bf16): SSE2 registers.
-#[cfg(target_arch = "x86_64")]
-struct Two;
-
-#[cfg(target_arch = "x86_64")]
-impl Block8 for Four {
-    const BYTES: usize = 4;
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
-        use core::arch::x86_64::*;
-        // SAFETY: the caller's contract.
-        unsafe {
-            let (src, dst) = (src.cast::<f32>(), dst.cast::<f32>());
-            let r: [__m256; 8] = core::array::from_fn(|k| _mm256_loadu_ps(src.add(k * src_stride)));
-            // Interleave pairs of rows, then pairs of pairs, then the two 128-bit halves.
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            let cols = [
-                _mm256_permute2f128_ps::<0x20>(u0, u4),
-                _mm256_permute2f128_ps::<0x20>(u1, u5),
-                _mm256_permute2f128_ps::<0x20>(u2, u6),
-                _mm256_permute2f128_ps::<0x20>(u3, u7),
-                _mm256_permute2f128_ps::<0x31>(u0, u4),
-                _mm256_permute2f128_ps::<0x31>(u1, u5),
-                _mm256_permute2f128_ps::<0x31>(u2, u6),
-                _mm256_permute2f128_ps::<0x31>(u3, u7),
-            ];
-            for (j, col) in cols.into_iter().enumerate() {
-                _mm256_storeu_ps(dst.add(j * dst_stride), col);
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Block8 for Two {
-    const BYTES: usize = 2;
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn transpose(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
-        use core::arch::x86_64::*;
-        // SAFETY: the caller's contract.
-        unsafe {
-            let (src, dst) = (src.cast::<u16>(), dst.cast::<u16>());
-            let r: [__m128i; 8] =
-                core::array::from_fn(|k| _mm_loadu_si128(src.add(k * src_stride).cast()));
-            // Interleave 16-bit pairs, then 32-bit pairs, then 64-bit halves.
-            let t: [__m128i; 8] = core::array::from_fn(|i| {
-                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                if i % 2 == 0 {
-                    _mm_unpacklo_epi16(a, b)
-                } else {
-                    _mm_unpackhi_epi16(a, b)
-                }
-            });
-            // u[0..4]: rows 0-3, columns (0,1), (2,3), (4,5), (6,7); u[4..8]: rows 4-7.
-            let u = [
-                _mm_unpacklo_epi32(t[0], t[2]),
-                _mm_unpackhi_epi32(t[0], t[2]),
-                _mm_unpacklo_epi32(t[1], t[3]),
-                _mm_unpackhi_epi32(t[1], t[3]),
-                _mm_unpacklo_epi32(t[4], t[6]),
-                _mm_unpackhi_epi32(t[4], t[6]),
-                _mm_unpacklo_epi32(t[5], t[7]),
-                _mm_unpackhi_epi32(t[5], t[7]),
-            ];
-            for q in 0..4 {
-                let lo = _mm_unpacklo_epi64(u[q], u[q + 4]);
-                let hi = _mm_unpackhi_epi64(u[q], u[q + 4]);
-                _mm_storeu_si128(dst.add(2 * q * dst_stride).cast(), lo);
-                _mm_storeu_si128(dst.add((2 * q + 1) * dst_stride).cast(), hi);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -25,9 +25,9 @@ pub use single_pass::*;
 
 use cubecl::prelude::*;
 
-/// ReLU and SiLU codes (`Activation::code`).
-pub(crate) const ACT_RELU: u32 = 1;
-pub(crate) const ACT_SILU: u32 = 2;
+/// ReLU and SiLU codes, from their one definition.
+pub(crate) const ACT_RELU: u32 = crate::Activation::CODE_RELU;
+pub(crate) const ACT_SILU: u32 = crate::Activation::CODE_SILU;
 
 #[cube]
 fn activate<N: Size>(z: Vector<f32, N>, #[comptime] act: u32) -> Vector<f32, N> {
