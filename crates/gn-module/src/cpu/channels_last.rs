@@ -215,22 +215,30 @@ fn group_sums<E: CpuElem>(
     tiling: Tiling,
 ) -> Vec<[f64; 2]> {
     let (c, cpg) = (x.c, x.c / num_groups);
-    let partial: Vec<[Vec<f64>; 2]> = (0..x.n * tiling.tasks_per_sample)
+    // Each task sums its channels per group, so that the serial combine below touches
+    // tasks x G values, not tasks x C.
+    let partial: Vec<Vec<[f64; 2]>> = (0..x.n * tiling.tasks_per_sample)
         .into_par_iter()
         .map(|task| {
             let n = task / tiling.tasks_per_sample;
             let rows = tiling.rows(task % tiling.tasks_per_sample, x.s);
             // SAFETY: a plain dispatch (no pointers).
-            unsafe { col_stats::<E>(x, n, 0..c, rows, &shifts[n * c..(n + 1) * c]) }
+            let [t1, t2] = unsafe { col_stats::<E>(x, n, 0..c, rows, &shifts[n * c..(n + 1) * c]) };
+            t1.chunks(cpg)
+                .zip(t2.chunks(cpg))
+                .map(|(a, b)| [a.iter().sum(), b.iter().sum()])
+                .collect()
         })
         .collect();
     let mut sums = vec![[0f64; 2]; x.n * num_groups];
-    for (task, [t1, t2]) in partial.iter().enumerate() {
+    for (task, groups) in partial.iter().enumerate() {
         let n = task / tiling.tasks_per_sample;
-        for ch in 0..c {
-            let acc = &mut sums[n * num_groups + ch / cpg];
-            acc[0] += t1[ch];
-            acc[1] += t2[ch];
+        for (acc, part) in sums[n * num_groups..(n + 1) * num_groups]
+            .iter_mut()
+            .zip(groups)
+        {
+            acc[0] += part[0];
+            acc[1] += part[1];
         }
     }
     sums
@@ -313,7 +321,8 @@ pub(super) fn backward<E: CpuElem>(
     let b = per_channel(&|ng, ch| beta[ch] - mean_d[ng] * rstd[ng] * gamma[ch]);
 
     // Per task and channel: [Σ dz d, Σ dz, Σ d].
-    let partial: Vec<[Vec<f64>; 3]> = (0..x.n * tiling.tasks_per_sample)
+    // Per task: per channel [Σ dz d, Σ dz], per group Σ d.
+    let partial: Vec<([Vec<f64>; 2], Vec<f64>)> = (0..x.n * tiling.tasks_per_sample)
         .into_par_iter()
         .map(|task| {
             let n = task / tiling.tasks_per_sample;
@@ -321,18 +330,25 @@ pub(super) fn backward<E: CpuElem>(
             let pc = n * c..(n + 1) * c;
             let coefs = [&shifts[pc.clone()], &a[pc.clone()], &b[pc]];
             // SAFETY: a plain dispatch (no pointers).
-            unsafe { with_activation!(activation, backward_sums_rows::<E>(x, dy, n, rows, coefs)) }
+            let [p, q, t] = unsafe {
+                with_activation!(activation, backward_sums_rows::<E>(x, dy, n, rows, coefs))
+            };
+            ([p, q], t.chunks(cpg).map(|t| t.iter().sum()).collect())
         })
         .collect();
     let mut sums = vec![[0f64; 2]; x.n * c];
     let mut totals = vec![0f64; x.n * num_groups];
-    for (task, [p, q, t]) in partial.iter().enumerate() {
+    for (task, ([p, q], t)) in partial.iter().enumerate() {
         let n = task / tiling.tasks_per_sample;
-        for ch in 0..c {
-            let acc = &mut sums[n * c + ch];
-            acc[0] += p[ch];
-            acc[1] += q[ch];
-            totals[n * num_groups + ch / cpg] += t[ch];
+        for ((acc, p), q) in sums[n * c..(n + 1) * c].iter_mut().zip(p).zip(q) {
+            acc[0] += p;
+            acc[1] += q;
+        }
+        for (total, t) in totals[n * num_groups..(n + 1) * num_groups]
+            .iter_mut()
+            .zip(t)
+        {
+            *total += t;
         }
     }
     if activation == Activation::CODE_NONE {

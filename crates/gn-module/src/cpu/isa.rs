@@ -1,7 +1,7 @@
 //! The few operations macerator lacks, which were measured to matter, each with a portable
 //! fallback: f16 and bf16 vectors converted in registers (F16C and AVX2 integer packs, or
-//! AVX-512), stores around the cache for large outputs, prefetches, and 8x8 transposes for the
-//! channels-last copy. This module is the only code written for one instruction set.
+//! AVX-512), stores around the cache for large outputs, prefetches, three horizontal sums at
+//! once, and 8x8 transposes for the channels-last copy. This module is the only code written for one instruction set.
 //!
 //! The x86 versions apply where macerator's dispatch chose the instruction set they need. Its
 //! level types are not nameable outside macerator, so they are recognized by their register:
@@ -178,6 +178,27 @@ mod x86 {
         unsafe { _mm_sfence() }
     }
 
+    /// The sums of the lanes of three f32 vectors at once (three horizontal adds on x86-64 v3,
+    /// where one `reduce_add` each costs about as much as the work on a 49-value row: measured
+    /// on the 7x7 backward's per-row sums); `None` elsewhere.
+    #[inline(always)]
+    pub(crate) fn sum3<S: Simd>(v: [Vector<S, f32>; 3]) -> Option<[f64; 3]> {
+        if !is_v3::<S>() {
+            return None;
+        }
+        // SAFETY: the registers are S's, x86-64 v3 (is_v3), whose features macerator checked.
+        unsafe {
+            let [p, q, t] = v.map(|v| raw::<S, __m256, f32>(v));
+            // [p01 p23 q01 q23 | p45 p67 q45 q67], [t01 t23 t01 t23 | ...], then
+            // [p0-3 q0-3 t0-3 t0-3 | p4-7 q4-7 t4-7 t4-7].
+            let s = _mm256_hadd_ps(_mm256_hadd_ps(p, q), _mm256_hadd_ps(t, t));
+            let r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), r);
+            Some([out[0] as f64, out[1] as f64, out[2] as f64])
+        }
+    }
+
     /// Asks for the cache line at `ptr`: a hint, which never faults, whatever the address.
     #[inline(always)]
     pub(crate) fn prefetch<T>(ptr: *const T) {
@@ -200,6 +221,7 @@ mod x86 {
     /// Both blocks are valid for their accesses, the source initialized; the CPU supports AVX2
     /// ([`has_transpose8`]).
     #[target_feature(enable = "avx2")]
+    #[inline]
     pub(crate) unsafe fn transpose8<const BYTES: usize>(
         src: *const u8,
         src_stride: usize,
@@ -309,6 +331,12 @@ mod portable {
 
     #[inline(always)]
     pub(crate) fn store_fence() {}
+
+    /// No combined sum: the caller reduces each vector.
+    #[inline(always)]
+    pub(crate) fn sum3<S: Simd>(_: [Vector<S, f32>; 3]) -> Option<[f64; 3]> {
+        None
+    }
 
     #[inline(always)]
     pub(crate) fn prefetch<T>(_: *const T) {}

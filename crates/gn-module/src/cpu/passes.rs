@@ -250,11 +250,21 @@ pub(super) unsafe fn map_stream<S: Simd, P: Pass<S>>(n: usize, pass: &P, ahead: 
     // Below l for an element-aligned output.
     let head = out.align_offset(bytes).min(n).min(l - 1);
     let per_line = (64 / bytes).max(1) * l;
-    // SAFETY: head < l values, whole vectors from an aligned output, then the rest: all below
-    // n; prefetches never fault.
+    // SAFETY: runs of at least l values: a vector at 0, whole vectors from an aligned output,
+    // a vector ending at n, all inside 0..n; shorter runs: one partial vector; prefetches
+    // never fault.
     unsafe {
+        if n < l {
+            if n > 0 {
+                store(out, 0, n, pass.compute(0, n));
+            }
+            return;
+        }
+        // The unaligned head and the tail as whole vectors overlapping the aligned ones (the
+        // output is disjoint from the inputs, so a value written twice is the same value),
+        // not partial vectors through a buffer.
         if head > 0 {
-            store(out, 0, head, pass.compute(0, head));
+            store(out, 0, l, pass.compute(0, l));
         }
         let mut i = head;
         while i + l <= n {
@@ -265,7 +275,7 @@ pub(super) unsafe fn map_stream<S: Simd, P: Pass<S>>(n: usize, pass: &P, ahead: 
             i += l;
         }
         if i < n {
-            store(out, i, n - i, pass.compute(i, n - i));
+            store(out, n - l, l, pass.compute(n - l, l));
         }
     }
 }
@@ -405,9 +415,9 @@ pub(super) unsafe fn backward_sums<S: Simd, E: Elem, const ACT: u32>(
                 i = end;
             }
         }
-        acc[0] += p.reduce_add().to_f64();
-        acc[1] += q.reduce_add().to_f64();
-        acc[2] += t.reduce_add().to_f64();
+        // One combined horizontal sum (t is 0 with an activation).
+        let [sp, sq, st] = E::R::sum3([p, q, t]);
+        acc = [acc[0] + sp, acc[1] + sq, acc[2] + st];
     }
     acc
 }
@@ -422,40 +432,20 @@ pub(super) struct At {
     pub from: usize,
 }
 
-/// The vectors of a row of `n` columns, `l` lanes each.
-pub(super) struct Columns {
-    n: usize,
-    l: usize,
-    i: usize,
-}
-
-impl Columns {
+impl At {
+    /// The vector covering the columns `done..n` of a row of `n` (`n - done` below the lanes
+    /// `l`): a whole vector ending at `n` where the row has one, else a partial one.
     #[inline(always)]
-    pub(super) fn new(n: usize, l: usize) -> Self {
-        Self { n, l, i: 0 }
-    }
-}
-
-impl Iterator for Columns {
-    type Item = At;
-    #[inline(always)]
-    fn next(&mut self) -> Option<At> {
-        let (n, l, i) = (self.n, self.l, self.i);
-        if i >= n {
-            return None;
-        }
-        self.i = (i + l).min(n);
-        Some(if n < l {
-            At { i: 0, n, from: 0 }
-        } else if i + l <= n {
-            At { i, n: l, from: 0 }
+    fn rest(n: usize, l: usize, done: usize) -> Self {
+        if n < l {
+            Self { i: 0, n, from: 0 }
         } else {
-            At {
+            Self {
                 i: n - l,
                 n: l,
-                from: l - (n - i),
+                from: l - (n - done),
             }
-        })
+        }
     }
 }
 
@@ -469,6 +459,28 @@ pub(super) fn own<S: Simd, R: Real>(iota: Vector<S, R>, at: At, v: Vector<S, R>)
     }
 }
 
+/// [`col_sums`] at the columns `at`.
+///
+/// # Safety
+///
+/// As [`col_sums`], `at` inside the `n` values.
+#[inline(always)]
+unsafe fn col_sums_at<S: Simd, E: Elem>(
+    x: *const E,
+    k: *const E::R,
+    [s1, s2]: [*mut E::R; 2],
+    iota: Vector<S, E::R>,
+    at: At,
+) {
+    let (i, m) = (at.i, at.n);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let d = own(iota, at, load::<S, E>(x, i, m) - load_r(k, i, m));
+        store_r(s1, i, m, load_r::<S, E::R>(s1, i, m) + d);
+        store_r(s2, i, m, d.mul_add(d, load_r(s2, i, m)));
+    }
+}
+
 /// Per column of the `n` from `x`: `s1 += x - k`, `s2 += (x - k)²`.
 ///
 /// # Safety
@@ -479,17 +491,52 @@ pub(super) unsafe fn col_sums<S: Simd, E: Elem>(
     x: *const E,
     n: usize,
     k: *const E::R,
-    [s1, s2]: [*mut E::R; 2],
+    sums: [*mut E::R; 2],
     iota: Vector<S, E::R>,
 ) {
-    for at in Columns::new(n, lanes::<S, E>()) {
-        let (i, m) = (at.i, at.n);
-        // SAFETY: the columns at.i..at.i + at.n, inside the n values.
-        unsafe {
-            let d = own(iota, at, load::<S, E>(x, i, m) - load_r(k, i, m));
-            store_r(s1, i, m, load_r::<S, E::R>(s1, i, m) + d);
-            store_r(s2, i, m, d.mul_add(d, load_r(s2, i, m)));
+    let l = lanes::<S, E>();
+    let full = At {
+        i: 0,
+        n: l,
+        from: 0,
+    };
+    let mut i = 0;
+    // SAFETY: whole vectors below n, then the rest inside the n values.
+    unsafe {
+        // Whole vectors with the width known here: no per-vector tests (measured: the rows
+        // of channels-last inputs, where this loop is the statistics pass).
+        while i + l <= n {
+            col_sums_at::<S, E>(x, k, sums, iota, At { i, ..full });
+            i += l;
         }
+        if i < n {
+            col_sums_at::<S, E>(x, k, sums, iota, At::rest(n, l, i));
+        }
+    }
+}
+
+/// [`col_backward_sums`] at the columns `at`.
+///
+/// # Safety
+///
+/// As [`col_backward_sums`], `at` inside the `n` values.
+#[inline(always)]
+unsafe fn col_backward_sums_at<S: Simd, E: Elem, const ACT: u32>(
+    [x, dy]: [*const E; 2],
+    [k, a, b]: [*const E::R; 3],
+    [p, q, t]: [*mut E::R; 3],
+    iota: Vector<S, E::R>,
+    at: At,
+) {
+    let (i, m) = (at.i, at.n);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let d = load::<S, E>(x, i, m) - load_r(k, i, m);
+        let dz = grad::<S, E::R, ACT>(d, load::<S, E>(dy, i, m), load_r(a, i, m), load_r(b, i, m));
+        let (d, dz) = (own(iota, at, d), own(iota, at, dz));
+        store_r(p, i, m, dz.mul_add(d, load_r(p, i, m)));
+        store_r(q, i, m, load_r::<S, E::R>(q, i, m) + dz);
+        store_r(t, i, m, load_r::<S, E::R>(t, i, m) + d);
     }
 }
 
@@ -504,21 +551,31 @@ pub(super) unsafe fn col_backward_sums<S: Simd, E: Elem, const ACT: u32>(
     x: *const E,
     dy: *const E,
     n: usize,
-    [k, a, b]: [*const E::R; 3],
-    [p, q, t]: [*mut E::R; 3],
+    coefs: [*const E::R; 3],
+    sums: [*mut E::R; 3],
     iota: Vector<S, E::R>,
 ) {
-    for at in Columns::new(n, lanes::<S, E>()) {
-        let (i, m) = (at.i, at.n);
-        // SAFETY: the columns at.i..at.i + at.n, inside the n values.
-        unsafe {
-            let d = load::<S, E>(x, i, m) - load_r(k, i, m);
-            let dz =
-                grad::<S, E::R, ACT>(d, load::<S, E>(dy, i, m), load_r(a, i, m), load_r(b, i, m));
-            let (d, dz) = (own(iota, at, d), own(iota, at, dz));
-            store_r(p, i, m, dz.mul_add(d, load_r(p, i, m)));
-            store_r(q, i, m, load_r::<S, E::R>(q, i, m) + dz);
-            store_r(t, i, m, load_r::<S, E::R>(t, i, m) + d);
+    let l = lanes::<S, E>();
+    let full = At {
+        i: 0,
+        n: l,
+        from: 0,
+    };
+    let mut i = 0;
+    // SAFETY: whole vectors below n, then the rest inside the n values.
+    unsafe {
+        while i + l <= n {
+            let at = At { i, ..full };
+            col_backward_sums_at::<S, E, ACT>([x, dy], coefs, sums, iota, at);
+            i += l;
+        }
+        if i < n {
+            let at = At::rest(n, l, i);
+            col_backward_sums_at::<S, E, ACT>([x, dy], coefs, sums, iota, at);
         }
     }
 }
+
+#[cfg(test)]
+#[path = "passes_tests.rs"]
+mod tests;

@@ -40,6 +40,11 @@ pub(crate) trait Real:
     fn to_f64(self) -> f64;
     /// `e^x` in each lane (see [`exp_f32`] for f32).
     fn exp<S: Simd>(x: Vector<S, Self>) -> Vector<S, Self>;
+    /// The sums of the lanes of three vectors, in f64.
+    #[inline(always)]
+    fn sum3<S: Simd>(v: [Vector<S, Self>; 3]) -> [f64; 3] {
+        v.map(|v| v.reduce_add().to_f64())
+    }
 }
 
 impl Real for f32 {
@@ -54,6 +59,10 @@ impl Real for f32 {
     #[inline(always)]
     fn exp<S: Simd>(x: Vector<S, Self>) -> Vector<S, Self> {
         exp_f32(x)
+    }
+    #[inline(always)]
+    fn sum3<S: Simd>(v: [Vector<S, Self>; 3]) -> [f64; 3] {
+        isa::sum3(v).unwrap_or_else(|| v.map(|v| v.reduce_add().to_f64()))
     }
 }
 
@@ -239,7 +248,12 @@ pub(crate) fn lane_range<S: Simd, R: Real>(
     from: usize,
     to: usize,
 ) -> Mask<S, R> {
-    let (lo, hi) = (R::from_f64(from as f64), R::from_f64(to as f64));
+    // Through u32 (from and to are at most the lanes): a single conversion instruction,
+    // where u64 to f64 takes several on x86 without AVX-512.
+    let (lo, hi) = (
+        R::from_f64(from as u32 as f64),
+        R::from_f64(to as u32 as f64),
+    );
     iota.ge(lo.splat()) & iota.lt(hi.splat())
 }
 

@@ -8,10 +8,12 @@
 
 use core::mem::MaybeUninit;
 
+use macerator::Simd;
+
 use super::isa;
 use super::simd::{assume_init, uninit_vec};
 use super::tasks::for_each_task;
-use super::{CpuElem, Order, View, min_tasks};
+use super::{CpuElem, Dispatch, Order, View, min_tasks};
 
 /// Channels per task: 512 bytes of each position's row of four-byte values (shorter pieces
 /// at that stride leave memory mostly idle).
@@ -59,9 +61,9 @@ fn copy_channels<E: CpuElem>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [M
     let done = match size_of::<E>() {
         // SAFETY: the CPU has the transposes (has_transpose8); E is 4 or 2 bytes, a float
         // without padding (CpuElem), only moved.
-        4 if isa::has_transpose8() => unsafe { copy_channel_blocks::<4, E>(v, n, c0, rows) },
+        4 if isa::has_transpose8() => unsafe { copy_channel_blocks::<E, 4>(v, n, c0, rows) },
         // SAFETY: as above.
-        2 if isa::has_transpose8() => unsafe { copy_channel_blocks::<2, E>(v, n, c0, rows) },
+        2 if isa::has_transpose8() => unsafe { copy_channel_blocks::<E, 2>(v, n, c0, rows) },
         _ => 0,
     };
     // In windows of positions, by 8x8 tiles: each tile reads 8 lines and writes 8 runs, so
@@ -91,11 +93,16 @@ fn copy_channels<E: CpuElem>(v: &View<'_, E>, n: usize, c0: usize, rows: &mut [M
 /// window's lines are prefetched (positions are `C` values apart, a stride the hardware
 /// prefetcher does not follow across pages).
 ///
+/// Entered through macerator's dispatch only so that the loop is compiled with the vector
+/// instruction set and the transposes inline into it (a call per tile otherwise).
+///
 /// # Safety
 ///
 /// [`isa::has_transpose8`] is `true`, and `E` is `BYTES` bytes without padding.
-unsafe fn copy_channel_blocks<const BYTES: usize, E: Copy>(
-    v: &View<'_, E>,
+#[macerator::with_simd(dispatch(arch = Dispatch))]
+#[allow(clippy::extra_unused_type_parameters)] // S: the instruction set it is compiled for
+fn copy_channel_blocks<'a, S: Simd, E: Copy, const BYTES: usize>(
+    v: &View<'a, E>,
     n: usize,
     c0: usize,
     rows: &mut [MaybeUninit<E>],
