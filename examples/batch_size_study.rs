@@ -28,6 +28,10 @@ struct Cli {
     /// Norms to compare.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "gn,bn")]
     norms: Vec<NormChoice>,
+    /// Train nothing: redraw the finished study in --artifact-dir from its study.json, with
+    /// the PyTorch mirror's runs that `tools/torch_study.sh` wrote beside it (torch/<run>/).
+    #[arg(long, requires = "artifact_dir")]
+    replot: bool,
 }
 
 fn main() -> ExitCode {
@@ -68,20 +72,29 @@ fn main() -> ExitCode {
             run.file_name().unwrap().to_string_lossy()
         ))
     });
-    let device = Device::default();
-    println!(
-        "batch-size study: {:?} x batch sizes {:?} on {:?}; results in {}",
-        cli.norms,
-        cli.batch_sizes,
-        device,
-        dir.display()
-    );
-    match study::run(&cli.options, &cli.norms, &cli.batch_sizes, &dir, &device) {
+    let result = if cli.replot {
+        study::replot(&dir)
+    } else {
+        let device = Device::default();
+        println!(
+            "batch-size study: {:?} x batch sizes {:?} on {:?}; results in {}",
+            cli.norms,
+            cli.batch_sizes,
+            device,
+            dir.display()
+        );
+        study::run(&cli.options, &cli.norms, &cli.batch_sizes, &dir, &device)
+    };
+    match result {
         Ok(study) => {
-            println!("\nnorm     batch  valid error (best)");
+            println!("\nnorm     batch  valid error (best)   PyTorch mirror (best)");
             for e in &study.entries {
+                let mirror = match (e.mirror_final_valid_error, e.mirror_best_valid_error) {
+                    (Some(last), Some(best)) => format!("{last:>6.2}% ({best:.2}%)"),
+                    _ => "-".into(),
+                };
                 println!(
-                    "{:<8} {:>5}  {:>6.2}% ({:.2}%)",
+                    "{:<8} {:>5}  {:>6.2}% ({:.2}%)   {mirror}",
                     format!("{:?}", e.norm),
                     e.batch_size,
                     e.final_valid_error,

@@ -401,12 +401,21 @@ DEFAULTS = dict(
 )
 
 
-def parse():
+def parse(extra=None):
+    """The mirror's options; `extra(parser)` adds a caller's own (tools/torch_step_profile.py)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, help="a run's config.json: its options are the defaults")
-    ap.add_argument("--out", type=Path, required=True, help="directory for metrics.json")
+    if extra:
+        extra(ap)
+    else:
+        ap.add_argument("--out", type=Path, required=True, help="directory for metrics.json")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("TORCH_THREADS", "2")))
     ap.add_argument("--torch-seed", type=int, default=None, help="init seed (default: --seed)")
+    ap.add_argument("--save-init", type=Path,
+                    help="write the initial weights (.safetensors, torchvision layout) before training: "
+                         "ours starts from them with --init-weights")
+    ap.add_argument("--init-weights", type=Path,
+                    help="start from these weights (a --save-init file, or ours' model.safetensors)")
     ap.add_argument("--dump-stats", action="store_true",
                     help="write bn_stats.json: per-layer running vs batch statistics per epoch")
     for k, v in DEFAULTS.items():
@@ -434,12 +443,15 @@ def parse():
     return a, o
 
 
-def main():
-    a, o = parse()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.torch_seed if a.torch_seed is not None else o.seed)
-    started = time.time()
+def make_optimizer(o, model, peak):
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=peak, momentum=o.momentum, dampening=0,
+                               weight_decay=o.weight_decay, nesterov=False)
+    return torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=o.weight_decay, eps=1e-8)
 
+
+def open_data(o):
+    """The recipe's data: (xtr, ytr, xva, yva, size, mean, std, num_classes, normalize)."""
     if o.dataset == "synthetic":
         size = o.image_size or 32
         xtr, ytr = synthetic(o.synthetic_train, size, o.seed, 0)
@@ -469,21 +481,36 @@ def main():
         v = (px.astype(f32) / f32(255.0) - mean[None, :, None, None]) / std[None, :, None, None]
         return torch.from_numpy(v.astype(f32))
 
+    return xtr, ytr, xva, yva, size, mean, std, num_classes, normalize
+
+
+def main():
+    a, o = parse()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.torch_seed if a.torch_seed is not None else o.seed)
+    started = time.time()
+
+    xtr, ytr, xva, yva, size, mean, std, num_classes, normalize = open_data(o)
     pad = (size // 8) if o.crop_pad is None else o.crop_pad
     model = ResNet(o, num_classes, size)
+    if a.init_weights:
+        from safetensors.torch import load_file
+
+        missing, unexpected = model.load_state_dict(load_file(str(a.init_weights)), strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise SystemExit(f"{a.init_weights}: missing {missing}, unexpected {unexpected}")
+    if a.save_init:
+        save_weights(model, a.save_init)
     bs = o.batch_size
     steps_per_epoch = math.ceil(len(ytr) / bs)
     total = steps_per_epoch * o.epochs
     warmup = int(round(o.warmup_epochs * steps_per_epoch))
     peak = o.lr * bs / 256
-    if o.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=peak, momentum=o.momentum, dampening=0,
-                              weight_decay=o.weight_decay, nesterov=False)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=o.weight_decay, eps=1e-8)
+    opt = make_optimizer(o, model, peak)
 
     xva_t, yva_t = normalize(xva), torch.from_numpy(yva)
-    epochs, step, stats = [], 0, []
+    epochs, step, stats, steps = [], 0, [], []
     prev = time.time()
     for epoch in range(o.epochs):
         model.train()
@@ -507,6 +534,7 @@ def main():
             opt.step()
             step += 1
             lrs.append(lr)
+            steps.append((epoch + 1, step, loss.item(), lr))
             with torch.no_grad():
                 n = len(idx)
                 tl += loss.item() * n
@@ -543,12 +571,20 @@ def main():
     (a.out / "config.json").write_text(json.dumps(dict(
         options=vars(o), normalization=dict(mean=mean.tolist(), std=std.tolist()),
         image_size=size, mirror="tools/torch_train_reference.py", torch=torch.__version__), indent=2))
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()
-               if not k.endswith("num_batches_tracked")}, str(a.out / "model.safetensors"))
+    # Per optimizer step, as ours' train/epoch-N/Loss.log: epoch, step, batch loss, lr.
+    (a.out / "steps.csv").write_text("epoch,step,loss,lr\n" + "".join(
+        f"{e},{s},{l!r},{r!r}\n" for e, s, l, r in steps))
+    save_weights(model, a.out / "model.safetensors")
     if stats:
         (a.out / "bn_stats.json").write_text(json.dumps(stats, indent=1))
+
+
+def save_weights(model, path: Path):
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()
+               if not k.endswith("num_batches_tracked")}, str(path))
 
 
 def bn_stats(model, x, epoch):

@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod plot;
+pub mod profile;
 pub mod study;
 
 mod artifacts;
@@ -24,9 +25,6 @@ use std::time::{Instant, SystemTime};
 
 use burn::data::dataloader::DataLoader;
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, SgdConfig};
 use burn::tensor::Device;
 use burn::train::checkpoint::{
     ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
@@ -86,7 +84,7 @@ impl std::fmt::Display for TrainError {
         match self {
             TrainError::Options(m) => write!(f, "invalid options: {m}"),
             TrainError::Data(e) => write!(f, "data: {e}"),
-            TrainError::Weights(e) => write!(f, "pretrained weights: {e}"),
+            TrainError::Weights(e) => write!(f, "weights to start from: {e}"),
             TrainError::Io { path, message } => write!(f, "{}: {message}", path.display()),
             TrainError::ResumeMismatch {
                 artifact_dir,
@@ -377,26 +375,22 @@ pub fn train(
         resnet = resnet
             .load_pytorch_backbone(path)
             .map_err(TrainError::Weights)?;
+    } else if let Some(path) = &options.init_weights {
+        resnet = resnet
+            .load_pytorch_weights(path)
+            .map_err(TrainError::Weights)?;
+    }
+    if let Some(path) = &options.save_init {
+        resnet
+            .save_pytorch_weights(path)
+            .map_err(TrainError::Weights)?;
     }
 
     let steps_per_epoch = splits.train.len().div_ceil(options.batch_size);
     let total_steps = steps_per_epoch * options.epochs;
     let warmup = (options.warmup_epochs * steps_per_epoch as f64).round() as usize;
     let schedule = Schedule::new(options.scaled_lr(), warmup, total_steps, options.schedule);
-    let optimizer = match options.optimizer {
-        OptimizerChoice::Sgd => SgdConfig::new()
-            .with_momentum(Some(
-                MomentumConfig::new()
-                    .with_momentum(options.momentum)
-                    .with_dampening(0.0),
-            ))
-            .with_weight_decay(Some(WeightDecayConfig::new(options.weight_decay as f32)))
-            .init(),
-        OptimizerChoice::Adamw => AdamWConfig::new()
-            .with_weight_decay(options.weight_decay as f32)
-            .with_epsilon(1e-8)
-            .init(),
-    };
+    let optimizer = options.optimizer();
 
     let batcher = |augmentation| ImageBatcher {
         size: splits.image_size,

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use clap::{Args, ValueEnum};
 use models::resnet::{Norm, ResNetConfig, ResNetConfigError, Stem};
 use serde::{Deserialize, Serialize};
@@ -139,6 +142,18 @@ pub struct TrainOptions {
     /// classifier is re-initialized for the dataset's classes.
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
+    /// Start from exactly these weights, classifier and BatchNorm statistics included
+    /// (.safetensors/.pth in the torchvision layout `tools/torch_train_reference.py --save-init`
+    /// writes; the same architecture and classes as this run): to train ours and the PyTorch
+    /// mirror from the same initial weights. Not with --pretrained.
+    #[arg(long, conflicts_with = "pretrained")]
+    #[serde(default)]
+    pub init_weights: Option<PathBuf>,
+    /// Write the weights the run starts from to this .safetensors file (torchvision layout)
+    /// before the first step: the mirror starts from them with --init-weights.
+    #[arg(long)]
+    #[serde(default)]
+    pub save_init: Option<PathBuf>,
     /// GPUs to train on, e.g. 1 (that GPU alone) or 0,1 (data-parallel): CUDA device ordinals,
     /// or with wgpu/vulkan/metal the Nth discrete GPU; integrated:N, discrete:N and virtual:N
     /// select wgpu adapters by kind. Needs a GPU backend feature; BURN_DEVICE picks the backend
@@ -168,6 +183,25 @@ impl TrainOptions {
             options: TrainOptions,
         }
         <Wrapper as clap::Parser>::parse_from(["train"]).options
+    }
+
+    /// The optimizer: SGD with momentum (no dampening, no Nesterov) and L2 weight decay on
+    /// every parameter, or AdamW with decoupled weight decay.
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        match self.optimizer {
+            OptimizerChoice::Sgd => SgdConfig::new()
+                .with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(self.momentum)
+                        .with_dampening(0.0),
+                ))
+                .with_weight_decay(Some(WeightDecayConfig::new(self.weight_decay as f32)))
+                .init(),
+            OptimizerChoice::Adamw => AdamWConfig::new()
+                .with_weight_decay(self.weight_decay as f32)
+                .with_epsilon(1e-8)
+                .init(),
+        }
     }
 
     /// The learning rate for the actual batch: `lr * batch_size / 256`.
@@ -350,6 +384,11 @@ impl TrainOptions {
         }
         if let Some(0) = self.group_size {
             return Err("--group-size must be at least 1, got 0".into());
+        }
+        if self.pretrained.is_some() && self.init_weights.is_some() {
+            return Err(
+                "--pretrained and --init-weights both give starting weights: pass one".into(),
+            );
         }
         Ok(())
     }

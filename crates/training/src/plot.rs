@@ -106,6 +106,10 @@ pub struct StudyLine {
     pub name: String,
     /// `(batch size, validation error in percent)`.
     pub points: Vec<(usize, f64)>,
+    /// Index into the plot's colours: a run and its reference share one.
+    pub colour: usize,
+    /// Drawn dashed with hollow markers (a reference, e.g. the PyTorch mirror's runs).
+    pub dashed: bool,
 }
 
 /// `study.png`: validation error against images per batch (log scale), one line per norm.
@@ -146,21 +150,27 @@ pub fn study(path: &Path, title: &str, lines: &[StudyLine]) -> PlotResult {
         .axis_desc_style((FAMILY, 15))
         .draw()?;
     let colours = [RED, BLUE, GREEN, MAGENTA, CYAN];
-    for (line, colour) in lines.iter().zip(colours.iter().cycle()) {
+    for line in lines {
         let mut points: Vec<(f64, f64)> = line.points.iter().map(|&(b, e)| (b as f64, e)).collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let colour = *colour;
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-            .label(line.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-            });
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 4, colour.filled())),
-        )?;
+        let colour = colours[line.colour % colours.len()];
+        let style = colour.stroke_width(2);
+        let series = if line.dashed {
+            chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))?
+        } else {
+            chart.draw_series(LineSeries::new(points.clone(), style))?
+        };
+        let dashed = line.dashed;
+        series.label(line.name.clone()).legend(move |(x, y)| {
+            let end = if dashed { x + 8 } else { x + 18 };
+            PathElement::new(vec![(x, y), (end, y)], style)
+        });
+        let marker = if line.dashed {
+            colour.stroke_width(2)
+        } else {
+            colour.filled()
+        };
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, marker)))?;
     }
     chart
         .configure_series_labels()

@@ -38,6 +38,13 @@ pub struct StudyEntry {
     pub wall_seconds: f64,
     /// The run's artifact directory.
     pub artifact_dir: PathBuf,
+    /// The PyTorch mirror's final validation error (%) on the same recipe, when its run is in
+    /// `torch/<run>/` beside the study (`tools/torch_study.sh`).
+    #[serde(default)]
+    pub mirror_final_valid_error: Option<f64>,
+    /// The mirror's best validation error (%).
+    #[serde(default)]
+    pub mirror_best_valid_error: Option<f64>,
 }
 
 /// The whole study: `study.json`.
@@ -75,7 +82,7 @@ pub fn run(
             let mut run_options = options.clone();
             run_options.norm = norm;
             run_options.batch_size = batch_size;
-            let name = format!("{}-b{batch_size}", norm_name(norm));
+            let name = run_name(norm, batch_size);
             let run_dir = dir.join(&name);
             println!(
                 "== {name}: {} epochs, learning rate {:.5}",
@@ -93,6 +100,8 @@ pub fn run(
                 epochs: report.metrics.epochs.len(),
                 wall_seconds: started.elapsed().as_secs_f64(),
                 artifact_dir: run_dir,
+                mirror_final_valid_error: None,
+                mirror_best_valid_error: None,
             };
             println!(
                 "== {name}: valid error {:.2}% (best {:.2}%) in {:.0}s",
@@ -106,6 +115,48 @@ pub fn run(
     Ok(study)
 }
 
+/// A run's directory name in the study: `gn-b32`, `bn-b2`, ...
+pub fn run_name(norm: NormChoice, batch_size: usize) -> String {
+    format!("{}-b{batch_size}", norm_name(norm))
+}
+
+/// Where `tools/torch_study.sh` writes the PyTorch mirror's run of an entry:
+/// `DIR/torch/<run>/` (its `metrics.json` read by [`write`]).
+pub fn mirror_dir(dir: &Path, norm: NormChoice, batch_size: usize) -> PathBuf {
+    dir.join("torch").join(run_name(norm, batch_size))
+}
+
+/// Redraws a finished study in `dir` from its `study.json`, with the PyTorch mirror's runs
+/// that are now beside it; returns the study as written.
+///
+/// # Errors
+///
+/// [`TrainError::Io`] when `study.json` or a mirror's `metrics.json` is missing or not what
+/// the study and the mirror write, or the outputs cannot be written.
+pub fn replot(dir: &Path) -> Result<Study, TrainError> {
+    let study: Study = crate::read_json(&dir.join("study.json"))?;
+    write(&study, dir)?;
+    crate::read_json(&dir.join("study.json"))
+}
+
+/// The mirror's final and best validation error of a run, if it has been run.
+fn mirror_errors(dir: &Path, entry: &StudyEntry) -> Result<Option<(f64, f64)>, TrainError> {
+    #[derive(Deserialize)]
+    struct MirrorMetrics {
+        valid_accuracy: f64,
+        best_valid_accuracy: f64,
+    }
+    let path = mirror_dir(dir, entry.norm, entry.batch_size).join("metrics.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let metrics: MirrorMetrics = crate::read_json(&path)?;
+    Ok(Some((
+        100.0 - metrics.valid_accuracy,
+        100.0 - metrics.best_valid_accuracy,
+    )))
+}
+
 fn norm_name(norm: NormChoice) -> &'static str {
     match norm {
         NormChoice::Gn => "gn",
@@ -116,36 +167,60 @@ fn norm_name(norm: NormChoice) -> &'static str {
 
 /// Writes `study.json`, `study.csv` and `study.png`.
 pub fn write(study: &Study, dir: &Path) -> Result<(), TrainError> {
+    let mut study = study.clone();
+    for e in &mut study.entries {
+        let mirror = mirror_errors(dir, e)?;
+        e.mirror_final_valid_error = mirror.map(|m| m.0);
+        e.mirror_best_valid_error = mirror.map(|m| m.1);
+    }
+    let study = &study;
     write_json(&dir.join("study.json"), study)?;
     let mut csv = String::from(
-        "norm,batch_size,learning_rate,final_valid_error,best_valid_error,epochs,wall_seconds\n",
+        "norm,batch_size,learning_rate,final_valid_error,best_valid_error,epochs,wall_seconds,\
+         mirror_final_valid_error,mirror_best_valid_error\n",
     );
+    let optional = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
     for e in &study.entries {
         csv.push_str(&format!(
-            "{},{},{},{:.4},{:.4},{},{:.1}\n",
+            "{},{},{},{:.4},{:.4},{},{:.1},{},{}\n",
             norm_name(e.norm),
             e.batch_size,
             e.learning_rate,
             e.final_valid_error,
             e.best_valid_error,
             e.epochs,
-            e.wall_seconds
+            e.wall_seconds,
+            optional(e.mirror_final_valid_error),
+            optional(e.mirror_best_valid_error),
         ));
     }
     write_atomic(&dir.join("study.csv"), csv.as_bytes())?;
     let mut lines: Vec<StudyLine> = Vec::new();
     for e in &study.entries {
-        let name = match e.norm {
-            NormChoice::Gn => "GroupNorm".to_string(),
-            NormChoice::Bn => "BatchNorm".to_string(),
-            NormChoice::BurnGn => "burn GroupNorm".to_string(),
+        let (name, colour) = match e.norm {
+            NormChoice::Gn => ("GroupNorm", 0),
+            NormChoice::Bn => ("BatchNorm", 1),
+            NormChoice::BurnGn => ("burn GroupNorm", 2),
         };
-        match lines.iter_mut().find(|l| l.name == name) {
-            Some(line) => line.points.push((e.batch_size, e.final_valid_error)),
-            None => lines.push(StudyLine {
-                name,
-                points: vec![(e.batch_size, e.final_valid_error)],
-            }),
+        let points = [
+            (format!("{name}, ours"), Some(e.final_valid_error), false),
+            (
+                format!("{name}, PyTorch mirror"),
+                e.mirror_final_valid_error,
+                true,
+            ),
+        ];
+        for (name, error, dashed) in points {
+            let Some(error) = error else { continue };
+            match lines.iter_mut().find(|l| l.name == name) {
+                Some(line) => line.points.push((e.batch_size, error)),
+                None => lines.push(StudyLine {
+                    name,
+                    points: vec![(e.batch_size, error)],
+                    colour,
+                    dashed,
+                }),
+            }
         }
     }
     let title = format!(

@@ -40,7 +40,7 @@ fn devices() -> Vec<(&'static str, Device)> {
     devices
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gn-burn-train-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -48,7 +48,7 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// A small, quick configuration: ResNet-18 at width 8 on 16x16 synthetic images (the CIFAR
 /// stem, as for 32x32), batches of 16 at a learning rate of 0.1.
-fn small(train: usize, valid: usize, epochs: usize) -> TrainOptions {
+pub(crate) fn small(train: usize, valid: usize, epochs: usize) -> TrainOptions {
     TrainOptions {
         base_width: 8,
         groups: 8,
