@@ -270,16 +270,7 @@ pub fn train(
         std::env::var("BURN_DEVICE").ok().as_deref(),
     )
     .map_err(TrainError::Options)?;
-    let splits = data::open(&DataOptions {
-        kind: options.dataset,
-        dir: options.data_dir.as_deref(),
-        image_size: options.image_size,
-        seed: options.seed,
-        synthetic_train: options.synthetic_train,
-        synthetic_valid: options.synthetic_valid,
-        limit_train: options.limit_train,
-        limit_valid: options.limit_valid,
-    })?;
+    let splits = open_data(options)?;
     let model_config = options
         .model_config(splits.classes.len(), splits.image_size)
         .map_err(TrainError::Options)?;
@@ -335,10 +326,7 @@ pub fn train(
     let main_device = devices[0].clone();
     std::fs::create_dir_all(artifact_dir).map_err(|e| TrainError::io(artifact_dir, e))?;
 
-    let normalization = match options.dataset {
-        DatasetKind::Cifar10 => CIFAR10_NORMALIZATION,
-        _ => Normalization::estimate(splits.train.as_ref(), 2000)?,
-    };
+    let normalization = normalization(options, &splits)?;
     let run_config = RunConfig {
         options: options.clone(),
         model: model_config.clone(),
@@ -512,6 +500,32 @@ pub fn train(
         artifact_dir: artifact_dir.to_path_buf(),
         metrics,
         model,
+    })
+}
+
+/// The recipe's training and validation data, opened and checked.
+pub(crate) fn open_data(options: &TrainOptions) -> Result<data::Splits, TrainError> {
+    Ok(data::open(&DataOptions {
+        kind: options.dataset,
+        dir: options.data_dir.as_deref(),
+        image_size: options.image_size,
+        seed: options.seed,
+        synthetic_train: options.synthetic_train,
+        synthetic_valid: options.synthetic_valid,
+        limit_train: options.limit_train,
+        limit_valid: options.limit_valid,
+    })?)
+}
+
+/// The per-channel statistics the batches are normalized with: CIFAR-10's published ones, or
+/// estimated from up to 2000 training images.
+pub(crate) fn normalization(
+    options: &TrainOptions,
+    splits: &data::Splits,
+) -> Result<Normalization, TrainError> {
+    Ok(match options.dataset {
+        DatasetKind::Cifar10 => CIFAR10_NORMALIZATION,
+        _ => Normalization::estimate(splits.train.as_ref(), 2000)?,
     })
 }
 

@@ -22,9 +22,9 @@ use serde::Serialize;
 
 use crate::checkpoint::checkpointers;
 use crate::classifier::Classifier;
-use crate::data::{self, DataOptions, EpochLoader, ImageBatch, ImageBatcher, Normalization};
+use crate::data::{EpochLoader, ImageBatch, ImageBatcher};
 use crate::schedule::Schedule;
-use crate::{CIFAR10_NORMALIZATION, TrainError, TrainOptions};
+use crate::{TrainError, TrainOptions, normalization, open_data};
 
 /// Seconds spent in each phase, summed over the measured steps.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -96,20 +96,8 @@ pub fn profile_steps(
     scratch: &std::path::Path,
 ) -> Result<StepProfile, TrainError> {
     options.validate().map_err(TrainError::Options)?;
-    let splits = data::open(&DataOptions {
-        kind: options.dataset,
-        dir: options.data_dir.as_deref(),
-        image_size: options.image_size,
-        seed: options.seed,
-        synthetic_train: options.synthetic_train,
-        synthetic_valid: options.synthetic_valid,
-        limit_train: options.limit_train,
-        limit_valid: options.limit_valid,
-    })?;
-    let normalization = match options.dataset {
-        data::DatasetKind::Cifar10 => CIFAR10_NORMALIZATION,
-        _ => Normalization::estimate(splits.train.as_ref(), 2000)?,
-    };
+    let splits = open_data(options)?;
+    let normalization = normalization(options, &splits)?;
     let model_config = options
         .model_config(splits.classes.len(), splits.image_size)
         .map_err(TrainError::Options)?;

@@ -2,7 +2,7 @@
 //! written by `tools/gen_resnet_fixtures.py`) and comparisons with stated tolerances.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use safetensors::SafeTensors;
@@ -35,7 +35,11 @@ pub fn devices() -> Vec<(&'static str, Device)> {
 
 /// A file under this crate's `tests/fixtures`.
 pub fn fixture_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The directory cargo runs the test from: a target directory shared between checkouts can
+    // hold a binary built in another one, whose compile-time path may be gone.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join("tests/fixtures")
         .join(rel)
 }

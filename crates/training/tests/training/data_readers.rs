@@ -10,7 +10,11 @@ use training::data::{
 };
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The directory cargo runs the test from: a target directory shared between checkouts can
+    // hold a binary built in another one, whose compile-time path may be gone.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join("tests/fixtures")
         .join(rel)
 }
