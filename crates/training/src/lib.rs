@@ -374,10 +374,7 @@ pub fn train(
             .map_err(TrainError::Weights)?;
     }
 
-    let steps_per_epoch = splits.train.len().div_ceil(options.batch_size);
-    let total_steps = steps_per_epoch * options.epochs;
-    let warmup = (options.warmup_epochs * steps_per_epoch as f64).round() as usize;
-    let schedule = Schedule::new(options.scaled_lr(), warmup, total_steps, options.schedule);
+    let schedule = schedule(options, splits.train.len());
     let optimizer = options.optimizer();
 
     let batcher = |augmentation| ImageBatcher {
@@ -515,6 +512,19 @@ pub(crate) fn open_data(options: &TrainOptions) -> Result<data::Splits, TrainErr
         limit_train: options.limit_train,
         limit_valid: options.limit_valid,
     })?)
+}
+
+/// The recipe's learning-rate schedule over `train_len` training images: the scaled peak,
+/// `--warmup-epochs` of linear warmup, then the decay to the end of `--epochs`.
+pub(crate) fn schedule(options: &TrainOptions, train_len: usize) -> Schedule {
+    let steps_per_epoch = options.steps_per_epoch(train_len);
+    let warmup = (options.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    Schedule::new(
+        options.scaled_lr(),
+        warmup,
+        steps_per_epoch * options.epochs,
+        options.schedule,
+    )
 }
 
 /// The per-channel statistics the batches are normalized with: CIFAR-10's published ones, or

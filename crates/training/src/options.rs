@@ -204,6 +204,11 @@ impl TrainOptions {
         }
     }
 
+    /// Optimizer steps in one epoch of `train_len` images (the last batch may be short).
+    pub fn steps_per_epoch(&self, train_len: usize) -> usize {
+        train_len.div_ceil(self.batch_size)
+    }
+
     /// The learning rate for the actual batch: `lr * batch_size / 256`.
     pub fn scaled_lr(&self) -> f64 {
         self.lr * self.batch_size as f64 / 256.0

@@ -23,8 +23,7 @@ use serde::Serialize;
 use crate::checkpoint::checkpointers;
 use crate::classifier::Classifier;
 use crate::data::{EpochLoader, ImageBatch, ImageBatcher};
-use crate::schedule::Schedule;
-use crate::{TrainError, TrainOptions, normalization, open_data};
+use crate::{TrainError, TrainOptions, normalization, open_data, schedule};
 
 /// Seconds spent in each phase, summed over the measured steps.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -113,15 +112,7 @@ pub fn profile_steps(
             .map_err(|e| TrainError::Options(e.to_string()))?,
     };
     let mut optimizer = options.optimizer();
-    let steps_per_epoch = splits.train.len().div_ceil(options.batch_size);
-    let total_steps = steps_per_epoch * options.epochs;
-    let warmup_steps = (options.warmup_epochs * steps_per_epoch as f64).round() as usize;
-    let mut schedule = Schedule::new(
-        options.scaled_lr(),
-        warmup_steps,
-        total_steps,
-        options.schedule,
-    );
+    let mut schedule = schedule(options, splits.train.len());
     let batcher = |augmentation| ImageBatcher {
         size: splits.image_size,
         normalization,
@@ -204,7 +195,7 @@ pub fn profile_steps(
     Ok(StepProfile {
         train_steps: steps,
         batch_size: options.batch_size,
-        steps_per_epoch,
+        steps_per_epoch: options.steps_per_epoch(splits.train.len()),
         train,
         valid_batches,
         valid,

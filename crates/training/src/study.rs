@@ -109,7 +109,7 @@ pub fn run(
             );
             study.entries.push(entry);
             // Keep what is done on disk, so an interrupted study still leaves its results.
-            write(&study, dir)?;
+            study = write(&study, dir)?;
         }
     }
     Ok(study)
@@ -135,8 +135,7 @@ pub fn mirror_dir(dir: &Path, norm: NormChoice, batch_size: usize) -> PathBuf {
 /// the study and the mirror write, or the outputs cannot be written.
 pub fn replot(dir: &Path) -> Result<Study, TrainError> {
     let study: Study = crate::read_json(&dir.join("study.json"))?;
-    write(&study, dir)?;
-    crate::read_json(&dir.join("study.json"))
+    write(&study, dir)
 }
 
 /// The mirror's final and best validation error of a run, if it has been run.
@@ -165,16 +164,16 @@ fn norm_name(norm: NormChoice) -> &'static str {
     }
 }
 
-/// Writes `study.json`, `study.csv` and `study.png`.
-pub fn write(study: &Study, dir: &Path) -> Result<(), TrainError> {
+/// Writes `study.json`, `study.csv` and `study.png`, with the PyTorch mirror's errors of the
+/// runs that have one in `dir/torch/`; returns the study as written.
+pub fn write(study: &Study, dir: &Path) -> Result<Study, TrainError> {
     let mut study = study.clone();
     for e in &mut study.entries {
         let mirror = mirror_errors(dir, e)?;
         e.mirror_final_valid_error = mirror.map(|m| m.0);
         e.mirror_best_valid_error = mirror.map(|m| m.1);
     }
-    let study = &study;
-    write_json(&dir.join("study.json"), study)?;
+    write_json(&dir.join("study.json"), &study)?;
     let mut csv = String::from(
         "norm,batch_size,learning_rate,final_valid_error,best_valid_error,epochs,wall_seconds,\
          mirror_final_valid_error,mirror_best_valid_error\n",
@@ -228,5 +227,6 @@ pub fn write(study: &Study, dir: &Path) -> Result<(), TrainError> {
         study.options.model, study.options.base_width, study.options.dataset, study.options.epochs
     );
     let png = dir.join("study.png");
-    plot::study(&png, &title, &lines).map_err(|e| TrainError::io(&png, e))
+    plot::study(&png, &title, &lines).map_err(|e| TrainError::io(&png, e))?;
+    Ok(study)
 }
