@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The target directory is cargo's usual one, or the one .ci/run exports (CARGO_TARGET_DIR).
+# Arguments go to cargo (.ci/run passes its feature set, so that its build is reused):
+#   bash .ci/memcheck.sh [--features wgpu-tests]
+cargo_args=("$@")
 
 started=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - started ))s)"; }
@@ -23,9 +26,9 @@ if ! command -v valgrind >/dev/null 2>&1; then
 fi
 valgrind --version
 
-step "building the library tests: cargo test --release --workspace --lib --no-run"
+step "building the library tests: cargo test --release --workspace --lib --no-run ${cargo_args[*]}"
 # The test binary of gn-module's library (the only --lib test target named gn_module).
-bin=$(cargo test --release --workspace --lib --no-run --message-format=json \
+bin=$(cargo test --release --workspace --lib --no-run "${cargo_args[@]}" --message-format=json \
     | grep '"reason":"compiler-artifact"' | grep '"name":"gn_module"' \
     | grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//' | tail -n 1)
 if [ -z "$bin" ] || [ ! -x "$bin" ]; then
