@@ -4,8 +4,9 @@
 
 use macerator::{Scalar, Simd, Vector};
 
+use super::columns::col_backward_sums;
 use super::passes::{
-    BackwardApply, Normalize, PerValue, backward_sums, col_backward_sums, map, map_stream, sums,
+    BackwardApply, Normalize, PerValue, TailLanes, backward_sums, map, map_stream, sums,
 };
 use super::simd::{Elem, Real, assume_init, iota, lanes, uninit_vec};
 use super::tasks::for_each_task;
@@ -74,14 +75,38 @@ impl<E> Rows<E> {
     }
 }
 
-/// `a = rstd γ_c` and `b = β_c - mean a` of channel `c` as vectors.
-#[inline(always)]
-fn affine<S: Simd, R: Real>(gamma: f64, beta: f64, mean_d: f64, rstd: f64) -> [Vector<S, R>; 2] {
-    let a = rstd * gamma;
-    [
-        R::from_f64(a).splat(),
-        R::from_f64(beta - mean_d * a).splat(),
-    ]
+/// `a = rstd γ_c` and `b = β_c - mean a` of each channel of a group: a task's scratch, filled
+/// once a group in a loop of its own (a row can be as short as 49 values, where computing them
+/// in f64 inside the row loop cost more than loading them; two arrays, so that a row loads each
+/// straight into a vector).
+struct RowCoefs<R> {
+    a: Vec<R>,
+    b: Vec<R>,
+}
+
+impl<R: Real> RowCoefs<R> {
+    fn new() -> Self {
+        Self {
+            a: Vec::new(),
+            b: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn fill(&mut self, gamma: &[f64], beta: &[f64], mean_d: f64, rstd: f64) {
+        self.a.clear();
+        self.a.extend(gamma.iter().map(|&g| R::from_f64(rstd * g)));
+        self.b.clear();
+        let b = gamma.iter().zip(beta);
+        self.b
+            .extend(b.map(|(&g, &b)| R::from_f64(b - mean_d * (rstd * g))));
+    }
+
+    /// Each channel's `[a, b]`, in order.
+    #[inline(always)]
+    fn iter(&self) -> impl Iterator<Item = [R; 2]> + '_ {
+        self.a.iter().zip(&self.b).map(|(&a, &b)| [a, b])
+    }
 }
 
 /// The length of the group's run when its rows are shorter than a vector and adjacent: they
@@ -91,7 +116,7 @@ fn short_run<S: Simd, E: Elem>(x: &Rows<E>) -> Option<usize> {
     (x.s < lanes::<S, E>() && x.stride == x.s).then_some(x.s * x.cpg)
 }
 
-/// [`affine`]'s `a` and `b` of every value of a group's run of rows of `s`.
+/// [`RowCoefs`]' `a` and `b` of every value of a group's run of rows of `s`.
 fn per_value<R: Real>(
     s: usize,
     gamma: &[f64],
@@ -136,13 +161,12 @@ fn forward_groups<'a, S: Simd, E: Elem, const ACT: u32>(
 ) {
     let [gamma, beta] = affine;
     assert_eq!(groups.len(), stats.len(), "a statistic per group");
+    let mut coefs = RowCoefs::new();
     for (g, stat) in groups.iter().zip(stats) {
         let channels = g.c0..g.c0 + g.x.cpg;
-        let (gamma, beta) = (&gamma[channels.clone()], &beta[channels]);
+        let affine = [&gamma[channels.clone()], &beta[channels]];
         // SAFETY: the caller's contract.
-        *stat = unsafe {
-            forward_group::<S, E, ACT>(g.x, g.dst, gamma, beta, epsilon, stream, g.ahead)
-        };
+        *stat = unsafe { forward_group::<S, E, ACT>(g, affine, epsilon, stream, &mut coefs) };
     }
 }
 
@@ -152,26 +176,26 @@ fn forward_groups<'a, S: Simd, E: Elem, const ACT: u32>(
 ///
 /// # Safety
 ///
-/// `dst` is valid for `cpg * s` writes, and is the rows (adjacent) or disjoint from them.
+/// The group's `dst` is valid for `cpg * s` writes, and is its rows (adjacent) or disjoint
+/// from them.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn forward_group<S: Simd, E: Elem, const ACT: u32>(
-    x: Rows<E>,
-    dst: *mut E,
-    gamma: &[f64],
-    beta: &[f64],
+    group: &ForwardGroup<'_, E>,
+    [gamma, beta]: [&[f64]; 2],
     epsilon: f64,
     stream: bool,
-    ahead: &[E],
+    coefs: &mut RowCoefs<E::R>,
 ) -> [f64; 2] {
-    let (s, iota) = (x.s, iota::<S, E::R>());
+    let ForwardGroup { x, dst, ahead, .. } = *group;
+    let s = x.s;
     // SAFETY: Rows are readable; dst as the caller says.
     unsafe {
         let k = (*x.ptr).to_r();
         let (runs, len) = x.runs();
+        let tail = TailLanes::new::<E>(len, iota::<S, E::R>());
         let mut acc = [0f64; 2];
         for r in 0..runs {
-            let [s1, s2] = sums::<S, E>(x.row(r), len, k, iota);
+            let [s1, s2] = sums::<S, E>(x.row(r), len, k, tail);
             acc = [acc[0] + s1, acc[1] + s2];
         }
         let (mean_d, rstd) = group_stats(acc[0], acc[1], (x.cpg * s) as f64, epsilon);
@@ -190,26 +214,40 @@ unsafe fn forward_group<S: Simd, E: Elem, const ACT: u32>(
             map::<S, _>(len, &pass);
             return [k.to_f64() + mean_d, rstd];
         }
-        for j in 0..x.cpg {
-            let [a, b] = affine::<S, E::R>(gamma[j], beta[j], mean_d, rstd);
-            let pass = Normalize::<E, _, ACT> {
-                x: x.row(j),
-                y: dst.add(j * s),
-                k: k.splat(),
-                a,
-                b,
-            };
-            if stream {
+        coefs.fill(gamma, beta, mean_d, rstd);
+        // One loop each, not a test a row.
+        let (mut xp, mut yp) = (x.ptr, dst);
+        if stream {
+            for (j, ab) in coefs.iter().enumerate() {
                 let ahead = ahead.get(j * s..(j + 1) * s).unwrap_or(&[]);
-                map_stream::<S, _>(s, &pass, ahead);
-            } else {
-                map::<S, _>(s, &pass);
+                map_stream::<S, _>(s, &normalize_row::<S, E, ACT>(xp, yp, k, ab), ahead);
+                (xp, yp) = (xp.wrapping_add(x.stride), yp.wrapping_add(s));
+            }
+            isa::store_fence();
+        } else {
+            for ab in coefs.iter() {
+                map::<S, _>(s, &normalize_row::<S, E, ACT>(xp, yp, k, ab));
+                (xp, yp) = (xp.wrapping_add(x.stride), yp.wrapping_add(s));
             }
         }
-        if stream {
-            isa::store_fence();
-        }
         [k.to_f64() + mean_d, rstd]
+    }
+}
+
+/// The pass normalizing the row at `x` into `y`.
+#[inline(always)]
+fn normalize_row<S: Simd, E: Elem, const ACT: u32>(
+    x: *const E,
+    y: *mut E,
+    k: E::R,
+    [a, b]: [E::R; 2],
+) -> Normalize<E, Vector<S, E::R>, ACT> {
+    Normalize {
+        x,
+        y,
+        k: k.splat(),
+        a: a.splat(),
+        b: b.splat(),
     }
 }
 
@@ -237,12 +275,13 @@ fn backward_groups<'a, 'b, S: Simd, E: Elem, const ACT: u32>(
     affine: [&'a [f64]; 2],
 ) {
     let [gamma, beta] = affine;
+    let mut coefs = RowCoefs::new();
     for g in groups {
         let channels = g.c0..g.c0 + g.x.cpg;
         let (gamma, beta) = (&gamma[channels.clone()], &beta[channels]);
         // SAFETY: the caller's contract.
         unsafe {
-            backward_group::<S, E, ACT>(g.x, g.dy, g.dx, g.rstd, gamma, beta, g.sums);
+            backward_group::<S, E, ACT>(g, gamma, beta, &mut coefs);
         }
     }
 }
@@ -254,16 +293,16 @@ fn backward_groups<'a, 'b, S: Simd, E: Elem, const ACT: u32>(
 ///
 /// `dx` is valid for `cpg * s` writes, and is `dy`'s rows (adjacent) or disjoint from both.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn backward_group<S: Simd, E: Elem, const ACT: u32>(
-    x: Rows<E>,
-    dy: Rows<E>,
-    dx: *mut E,
-    rstd: f64,
+    group: &mut BackwardGroup<'_, E>,
     gamma: &[f64],
     beta: &[f64],
-    channel_sums: &mut [[f64; 2]],
+    coefs: &mut RowCoefs<E::R>,
 ) {
+    let BackwardGroup {
+        x, dy, dx, rstd, ..
+    } = *group;
+    let channel_sums = &mut *group.sums;
     let (s, cpg, iota) = (x.s, x.cpg, iota::<S, E::R>());
     let group_len = (cpg * s) as f64;
     // SAFETY: Rows are readable; dx as the caller says.
@@ -275,8 +314,9 @@ unsafe fn backward_group<S: Simd, E: Elem, const ACT: u32>(
         let mut mean_d = 0.0;
         if ACT != Activation::CODE_NONE {
             let (runs, len) = x.runs();
+            let tail = TailLanes::new::<E>(len, iota);
             for r in 0..runs {
-                mean_d += sums::<S, E>(x.row(r), len, k, iota)[0];
+                mean_d += sums::<S, E>(x.row(r), len, k, tail)[0];
             }
             mean_d /= group_len;
         }
@@ -315,20 +355,27 @@ unsafe fn backward_group<S: Simd, E: Elem, const ACT: u32>(
             return;
         }
         let mut total = 0.0;
-        for (j, sum) in channel_sums.iter_mut().enumerate() {
-            let [a, b] = affine::<S, E::R>(gamma[j], beta[j], mean_d, rstd);
-            let [p, q, t] = backward_sums::<S, E, ACT>(x.row(j), dy.row(j), s, [kv, a, b], iota);
+        let tail = TailLanes::new::<E>(s, iota);
+        // (Without an activation the sums do not use a and b, and the mean is not known yet.)
+        coefs.fill(gamma, beta, mean_d, rstd);
+        for (j, (sum, [a, b])) in channel_sums.iter_mut().zip(coefs.iter()).enumerate() {
+            let [a, b] = [a.splat(), b.splat()];
+            let [p, q, t] = backward_sums::<S, E, ACT>(x.row(j), dy.row(j), s, [kv, a, b], tail);
             *sum = [p, q];
             total += t;
         }
         if ACT == Activation::CODE_NONE {
             mean_d = total / group_len;
         }
-        let coefs = BackwardCoefs::from_sums(channel_sums, gamma, mean_d, rstd, group_len);
-        let cx = E::R::from_f64(coefs.cx).splat::<S>();
-        let c0 = E::R::from_f64(coefs.c0).splat::<S>();
-        for j in 0..cpg {
-            let [a, b] = affine::<S, E::R>(gamma[j], beta[j], mean_d, rstd);
+        let sums = BackwardCoefs::from_sums(channel_sums, gamma, mean_d, rstd, group_len);
+        let cx = E::R::from_f64(sums.cx).splat::<S>();
+        let c0 = E::R::from_f64(sums.c0).splat::<S>();
+        // With an activation the mean is the one the sums used; without, it changed.
+        if ACT == Activation::CODE_NONE {
+            coefs.fill(gamma, beta, mean_d, rstd);
+        }
+        for (j, [a, b]) in coefs.iter().enumerate() {
+            let [a, b] = [a.splat(), b.splat()];
             let (x, dy, dx) = (x.row(j), dy.row(j), dx.add(j * s));
             map::<S, _>(
                 s,

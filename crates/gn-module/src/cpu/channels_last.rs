@@ -15,7 +15,8 @@ use core::ops::Range;
 use macerator::Simd;
 use rayon::prelude::*;
 
-use super::passes::{BackwardApply, Normalize, PerValue, col_backward_sums, col_sums, map};
+use super::columns::{col_backward_sums, col_sums};
+use super::passes::{BackwardApply, Normalize, PerValue, map};
 use super::simd::{Elem, Real, assume_init, iota, uninit_vec};
 use super::tasks::for_each_task;
 use super::{

@@ -25,6 +25,8 @@ mod channels_first;
 #[warn(clippy::undocumented_unsafe_blocks)]
 mod channels_last;
 #[warn(clippy::undocumented_unsafe_blocks)]
+mod columns;
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod isa;
 #[cfg(test)]
 #[warn(clippy::undocumented_unsafe_blocks)]

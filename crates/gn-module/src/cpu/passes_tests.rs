@@ -4,7 +4,7 @@
 use half::{bf16, f16};
 use macerator::{Scalar, Simd, WithSimd};
 
-use super::{BackwardApply, Normalize, backward_sums, map, map_stream, sums};
+use super::{BackwardApply, Normalize, TailLanes, backward_sums, map, map_stream, sums};
 use crate::activation::Activation;
 use crate::cpu::simd::tests::archs;
 use crate::cpu::simd::{Elem, Real, iota};
@@ -24,11 +24,12 @@ fn run<S: Simd, E: Elem, const ACT: u32>(x: &[E], dy: &[E]) -> [Vec<f64>; 3] {
     let n = x.len();
     let [k, a, b, cx, c0] = [0.5, 1.3, -0.2, 0.07, -0.01].map(|v| E::R::from_f64(v).splat::<S>());
     let kr = E::R::from_f64(0.5);
-    let (mut y, mut dx, iota) = (x.to_vec(), dy.to_vec(), iota::<S, E::R>());
+    let (mut y, mut dx) = (x.to_vec(), dy.to_vec());
+    let tail = TailLanes::new::<E>(n, iota::<S, E::R>());
     let (xp, gp) = (x.as_ptr(), dy.as_ptr());
     // SAFETY: all of n values; y and dx are the test's own, written in place.
     let sums = unsafe {
-        let [s1, s2] = sums::<S, E>(xp, n, kr, iota);
+        let [s1, s2] = sums::<S, E>(xp, n, kr, tail);
         let y = y.as_mut_ptr();
         map::<S, _>(n, &Normalize::<E, _, ACT> { x: y, y, k, a, b });
         let dx = dx.as_mut_ptr();
@@ -41,7 +42,7 @@ fn run<S: Simd, E: Elem, const ACT: u32>(x: &[E], dy: &[E]) -> [Vec<f64>; 3] {
                 coefs: [k, a, b, cx, c0],
             },
         );
-        let [p, q, t] = backward_sums::<S, E, ACT>(xp, gp, n, [k, a, b], iota);
+        let [p, q, t] = backward_sums::<S, E, ACT>(xp, gp, n, [k, a, b], tail);
         vec![s1, s2, p, q, t]
     };
     let f = |v: Vec<E>| v.into_iter().map(|e| e.to_r().to_f64()).collect();

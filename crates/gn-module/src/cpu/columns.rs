@@ -1,0 +1,162 @@
+//! The passes over position rows of channels-last inputs (one value per channel, per-value
+//! coefficients and per-column sums), and over channels-first rows shorter than a vector taken
+//! as one run: the column counterparts of `passes.rs`'s row passes.
+
+use macerator::{Simd, Vector};
+
+use super::passes::{grad, keep, load, load_r, store_r};
+use super::simd::{Elem, Real, lanes};
+
+/// A vector's place in a row of columns: `i` its first column, `n` its columns (the lanes, or
+/// fewer for a row shorter than a vector), `from` its first column no earlier vector covered
+/// (the last vector of a row overlaps its predecessor).
+#[derive(Clone, Copy)]
+pub(super) struct At {
+    pub i: usize,
+    pub n: usize,
+    pub from: usize,
+}
+
+impl At {
+    /// The vector covering the columns `done..n` of a row of `n` (`n - done` below the lanes
+    /// `l`): a whole vector ending at `n` where the row has one, else a partial one.
+    #[inline(always)]
+    fn rest(n: usize, l: usize, done: usize) -> Self {
+        if n < l {
+            Self { i: 0, n, from: 0 }
+        } else {
+            Self {
+                i: n - l,
+                n: l,
+                from: l - (n - done),
+            }
+        }
+    }
+}
+
+/// `v` in the columns `at` covers first, 0 in the others (for sums).
+#[inline(always)]
+pub(super) fn own<S: Simd, R: Real>(iota: Vector<S, R>, at: At, v: Vector<S, R>) -> Vector<S, R> {
+    if at.from == 0 && at.n == R::lanes::<S>() {
+        v
+    } else {
+        keep(iota, at.from, at.n, v)
+    }
+}
+
+/// [`col_sums`] at the columns `at`.
+///
+/// # Safety
+///
+/// As [`col_sums`], `at` inside the `n` values.
+#[inline(always)]
+unsafe fn col_sums_at<S: Simd, E: Elem>(
+    x: *const E,
+    k: *const E::R,
+    [s1, s2]: [*mut E::R; 2],
+    iota: Vector<S, E::R>,
+    at: At,
+) {
+    let (i, m) = (at.i, at.n);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let d = own(iota, at, load::<S, E>(x, i, m) - load_r(k, i, m));
+        store_r(s1, i, m, load_r::<S, E::R>(s1, i, m) + d);
+        store_r(s2, i, m, d.mul_add(d, load_r(s2, i, m)));
+    }
+}
+
+/// Per column of the `n` from `x`: `s1 += x - k`, `s2 += (x - k)²`.
+///
+/// # Safety
+///
+/// Every pointer is valid for `n` values, the sums writable and disjoint from the others.
+#[inline(always)]
+pub(super) unsafe fn col_sums<S: Simd, E: Elem>(
+    x: *const E,
+    n: usize,
+    k: *const E::R,
+    sums: [*mut E::R; 2],
+    iota: Vector<S, E::R>,
+) {
+    let l = lanes::<S, E>();
+    let full = At {
+        i: 0,
+        n: l,
+        from: 0,
+    };
+    let mut i = 0;
+    // SAFETY: whole vectors below n, then the rest inside the n values.
+    unsafe {
+        // Whole vectors with the width known here: no per-vector tests (measured: the rows
+        // of channels-last inputs, where this loop is the statistics pass).
+        while i + l <= n {
+            col_sums_at::<S, E>(x, k, sums, iota, At { i, ..full });
+            i += l;
+        }
+        if i < n {
+            col_sums_at::<S, E>(x, k, sums, iota, At::rest(n, l, i));
+        }
+    }
+}
+
+/// [`col_backward_sums`] at the columns `at`.
+///
+/// # Safety
+///
+/// As [`col_backward_sums`], `at` inside the `n` values.
+#[inline(always)]
+unsafe fn col_backward_sums_at<S: Simd, E: Elem, const ACT: u32>(
+    [x, dy]: [*const E; 2],
+    [k, a, b]: [*const E::R; 3],
+    [p, q, t]: [*mut E::R; 3],
+    iota: Vector<S, E::R>,
+    at: At,
+) {
+    let (i, m) = (at.i, at.n);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let d = load::<S, E>(x, i, m) - load_r(k, i, m);
+        let dz = grad::<S, E::R, ACT>(d, load::<S, E>(dy, i, m), load_r(a, i, m), load_r(b, i, m));
+        let (d, dz) = (own(iota, at, d), own(iota, at, dz));
+        store_r(p, i, m, dz.mul_add(d, load_r(p, i, m)));
+        store_r(q, i, m, load_r::<S, E::R>(q, i, m) + dz);
+        store_r(t, i, m, load_r::<S, E::R>(t, i, m) + d);
+    }
+}
+
+/// Per column of the `n` from `x` and `dy`: `p += dz d`, `q += dz`, `t += d`, with `d = x - k`
+/// and `dz = dy act'(d a + b)`.
+///
+/// # Safety
+///
+/// Every pointer is valid for `n` values, the sums writable and disjoint from the others.
+#[inline(always)]
+pub(super) unsafe fn col_backward_sums<S: Simd, E: Elem, const ACT: u32>(
+    x: *const E,
+    dy: *const E,
+    n: usize,
+    coefs: [*const E::R; 3],
+    sums: [*mut E::R; 3],
+    iota: Vector<S, E::R>,
+) {
+    let l = lanes::<S, E>();
+    let full = At {
+        i: 0,
+        n: l,
+        from: 0,
+    };
+    let mut i = 0;
+    // SAFETY: whole vectors below n, then the rest inside the n values.
+    unsafe {
+        while i + l <= n {
+            let at = At { i, ..full };
+            col_backward_sums_at::<S, E, ACT>([x, dy], coefs, sums, iota, at);
+            i += l;
+        }
+        if i < n {
+            let at = At::rest(n, l, i);
+            col_backward_sums_at::<S, E, ACT>([x, dy], coefs, sums, iota, at);
+        }
+    }
+}
