@@ -44,25 +44,63 @@ pub(super) fn own<S: Simd, R: Real>(iota: Vector<S, R>, at: At, v: Vector<S, R>)
     }
 }
 
-/// [`col_sums`] at the columns `at`.
+/// A pass over a row of columns, one vector's place at a time.
+trait Columns<S: Simd> {
+    type E: Elem;
+    /// The pass at the columns `at`.
+    ///
+    /// # Safety
+    ///
+    /// `at` is inside the row the pass was made for.
+    unsafe fn at(&self, at: At);
+}
+
+/// Runs `pass` over a row of `n` columns: whole vectors in a loop whose width is the
+/// instruction set's constant (no per-vector tests: measured, on the rows of channels-last
+/// inputs, where this is the statistics pass), then the rest as one vector ([`At::rest`]).
 ///
 /// # Safety
 ///
-/// As [`col_sums`], `at` inside the `n` values.
+/// The pass's pointers hold `n` values.
 #[inline(always)]
-unsafe fn col_sums_at<S: Simd, E: Elem>(
+unsafe fn columns<S: Simd, P: Columns<S>>(n: usize, pass: &P) {
+    let l = lanes::<S, P::E>();
+    let mut i = 0;
+    // SAFETY: whole vectors below n, then the rest inside the n values.
+    unsafe {
+        while i + l <= n {
+            pass.at(At { i, n: l, from: 0 });
+            i += l;
+        }
+        if i < n {
+            pass.at(At::rest(n, l, i));
+        }
+    }
+}
+
+/// [`col_sums`]' pass.
+struct Sums<S: Simd, E: Elem> {
     x: *const E,
     k: *const E::R,
-    [s1, s2]: [*mut E::R; 2],
+    sums: [*mut E::R; 2],
     iota: Vector<S, E::R>,
-    at: At,
-) {
-    let (i, m) = (at.i, at.n);
-    // SAFETY: the caller's contract.
-    unsafe {
-        let d = own(iota, at, load::<S, E>(x, i, m) - load_r(k, i, m));
-        store_r(s1, i, m, load_r::<S, E::R>(s1, i, m) + d);
-        store_r(s2, i, m, d.mul_add(d, load_r(s2, i, m)));
+}
+
+impl<S: Simd, E: Elem> Columns<S> for Sums<S, E> {
+    type E = E;
+    #[inline(always)]
+    unsafe fn at(&self, at: At) {
+        let (i, m, [s1, s2]) = (at.i, at.n, self.sums);
+        // SAFETY: the caller's contract.
+        unsafe {
+            let d = own(
+                self.iota,
+                at,
+                load::<S, E>(self.x, i, m) - load_r(self.k, i, m),
+            );
+            store_r(s1, i, m, load_r::<S, E::R>(s1, i, m) + d);
+            store_r(s2, i, m, d.mul_add(d, load_r(s2, i, m)));
+        }
     }
 }
 
@@ -79,49 +117,34 @@ pub(super) unsafe fn col_sums<S: Simd, E: Elem>(
     sums: [*mut E::R; 2],
     iota: Vector<S, E::R>,
 ) {
-    let l = lanes::<S, E>();
-    let full = At {
-        i: 0,
-        n: l,
-        from: 0,
-    };
-    let mut i = 0;
-    // SAFETY: whole vectors below n, then the rest inside the n values.
-    unsafe {
-        // Whole vectors with the width known here: no per-vector tests (measured: the rows
-        // of channels-last inputs, where this loop is the statistics pass).
-        while i + l <= n {
-            col_sums_at::<S, E>(x, k, sums, iota, At { i, ..full });
-            i += l;
-        }
-        if i < n {
-            col_sums_at::<S, E>(x, k, sums, iota, At::rest(n, l, i));
-        }
-    }
+    // SAFETY: the caller's contract.
+    unsafe { columns(n, &Sums::<S, E> { x, k, sums, iota }) }
 }
 
-/// [`col_backward_sums`] at the columns `at`.
-///
-/// # Safety
-///
-/// As [`col_backward_sums`], `at` inside the `n` values.
-#[inline(always)]
-unsafe fn col_backward_sums_at<S: Simd, E: Elem, const ACT: u32>(
-    [x, dy]: [*const E; 2],
-    [k, a, b]: [*const E::R; 3],
-    [p, q, t]: [*mut E::R; 3],
+/// [`col_backward_sums`]' pass.
+struct BackwardSums<S: Simd, E: Elem, const ACT: u32> {
+    x: *const E,
+    dy: *const E,
+    coefs: [*const E::R; 3],
+    sums: [*mut E::R; 3],
     iota: Vector<S, E::R>,
-    at: At,
-) {
-    let (i, m) = (at.i, at.n);
-    // SAFETY: the caller's contract.
-    unsafe {
-        let d = load::<S, E>(x, i, m) - load_r(k, i, m);
-        let dz = grad::<S, E::R, ACT>(d, load::<S, E>(dy, i, m), load_r(a, i, m), load_r(b, i, m));
-        let (d, dz) = (own(iota, at, d), own(iota, at, dz));
-        store_r(p, i, m, dz.mul_add(d, load_r(p, i, m)));
-        store_r(q, i, m, load_r::<S, E::R>(q, i, m) + dz);
-        store_r(t, i, m, load_r::<S, E::R>(t, i, m) + d);
+}
+
+impl<S: Simd, E: Elem, const ACT: u32> Columns<S> for BackwardSums<S, E, ACT> {
+    type E = E;
+    #[inline(always)]
+    unsafe fn at(&self, at: At) {
+        let (i, m, [k, a, b], [p, q, t]) = (at.i, at.n, self.coefs, self.sums);
+        // SAFETY: the caller's contract.
+        unsafe {
+            let d = load::<S, E>(self.x, i, m) - load_r(k, i, m);
+            let dy = load::<S, E>(self.dy, i, m);
+            let dz = grad::<S, E::R, ACT>(d, dy, load_r(a, i, m), load_r(b, i, m));
+            let (d, dz) = (own(self.iota, at, d), own(self.iota, at, dz));
+            store_r(p, i, m, dz.mul_add(d, load_r(p, i, m)));
+            store_r(q, i, m, load_r::<S, E::R>(q, i, m) + dz);
+            store_r(t, i, m, load_r::<S, E::R>(t, i, m) + d);
+        }
     }
 }
 
@@ -140,23 +163,13 @@ pub(super) unsafe fn col_backward_sums<S: Simd, E: Elem, const ACT: u32>(
     sums: [*mut E::R; 3],
     iota: Vector<S, E::R>,
 ) {
-    let l = lanes::<S, E>();
-    let full = At {
-        i: 0,
-        n: l,
-        from: 0,
+    let pass = BackwardSums::<S, E, ACT> {
+        x,
+        dy,
+        coefs,
+        sums,
+        iota,
     };
-    let mut i = 0;
-    // SAFETY: whole vectors below n, then the rest inside the n values.
-    unsafe {
-        while i + l <= n {
-            let at = At { i, ..full };
-            col_backward_sums_at::<S, E, ACT>([x, dy], coefs, sums, iota, at);
-            i += l;
-        }
-        if i < n {
-            let at = At::rest(n, l, i);
-            col_backward_sums_at::<S, E, ACT>([x, dy], coefs, sums, iota, at);
-        }
-    }
+    // SAFETY: the caller's contract.
+    unsafe { columns(n, &pass) }
 }
