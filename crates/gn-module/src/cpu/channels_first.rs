@@ -6,7 +6,7 @@ use macerator::{Scalar, Simd, Vector};
 
 use super::columns::col_backward_sums;
 use super::passes::{
-    BackwardApply, Normalize, PerValue, TailLanes, backward_sums, map, map_stream, sums,
+    BackwardApply, Normalize, PerValue, backward_sums, map, map_stream, sums, tail_lanes,
 };
 use super::simd::{Elem, Real, assume_init, iota, lanes, uninit_vec};
 use super::tasks::for_each_task;
@@ -192,7 +192,7 @@ unsafe fn forward_group<S: Simd, E: Elem, const ACT: u32>(
     unsafe {
         let k = (*x.ptr).to_r();
         let (runs, len) = x.runs();
-        let tail = TailLanes::new::<E>(len, iota::<S, E::R>());
+        let tail = tail_lanes::<S, E>(len, iota::<S, E::R>());
         let mut acc = [0f64; 2];
         for r in 0..runs {
             let [s1, s2] = sums::<S, E>(x.row(r), len, k, tail);
@@ -314,7 +314,7 @@ unsafe fn backward_group<S: Simd, E: Elem, const ACT: u32>(
         let mut mean_d = 0.0;
         if ACT != Activation::CODE_NONE {
             let (runs, len) = x.runs();
-            let tail = TailLanes::new::<E>(len, iota);
+            let tail = tail_lanes::<S, E>(len, iota);
             for r in 0..runs {
                 mean_d += sums::<S, E>(x.row(r), len, k, tail)[0];
             }
@@ -355,7 +355,7 @@ unsafe fn backward_group<S: Simd, E: Elem, const ACT: u32>(
             return;
         }
         let mut total = 0.0;
-        let tail = TailLanes::new::<E>(s, iota);
+        let tail = tail_lanes::<S, E>(s, iota);
         // (Without an activation the sums do not use a and b, and the mean is not known yet.)
         coefs.fill(gamma, beta, mean_d, rstd);
         for (j, (sum, [a, b])) in channel_sums.iter_mut().zip(coefs.iter()).enumerate() {

@@ -4,8 +4,8 @@
 
 use macerator::{Simd, Vector};
 
-use super::passes::{grad, keep, load, load_r, store_r};
-use super::simd::{Elem, Real, lanes};
+use super::passes::{grad, load, load_r, store_r};
+use super::simd::{Elem, LaneRange, Real, lanes};
 
 /// A vector's place in a row of columns: `i` its first column, `n` its columns (the lanes, or
 /// fewer for a row shorter than a vector), `from` its first column no earlier vector covered
@@ -40,7 +40,7 @@ pub(super) fn own<S: Simd, R: Real>(iota: Vector<S, R>, at: At, v: Vector<S, R>)
     if at.from == 0 && at.n == R::lanes::<S>() {
         v
     } else {
-        keep(iota, at.from, at.n, v)
+        LaneRange::new(iota, at.from, at.n).keep(v)
     }
 }
 

@@ -12,7 +12,7 @@ use macerator::{Scalar, Simd, Vector, vload_unaligned, vstore_unaligned};
 
 use super::isa;
 use super::simd::{
-    Elem, MAX_LANES, Real, activate, activate_grad, lane_range, lanes, load_n, store_n,
+    Elem, LaneRange, MAX_LANES, Real, activate, activate_grad, lanes, load_n, store_n,
 };
 use crate::activation::Activation;
 
@@ -89,17 +89,6 @@ pub(super) unsafe fn store_r<S: Simd, R: Real>(p: *mut R, i: usize, n: usize, v:
             core::ptr::copy_nonoverlapping(buf.as_ptr(), p.add(i), n);
         }
     }
-}
-
-/// `v` in the lanes `from..to`, 0 elsewhere (`iota` from [`super::simd::iota`]).
-#[inline(always)]
-pub(super) fn keep<S: Simd, R: Real>(
-    iota: Vector<S, R>,
-    from: usize,
-    to: usize,
-    v: Vector<S, R>,
-) -> Vector<S, R> {
-    lane_range(iota, from, to).select(v, R::default().splat())
 }
 
 /// A coefficient of a pass at the lanes `i..i + n`.
@@ -302,48 +291,21 @@ unsafe fn tail<S: Simd, E: Elem>(p: *const E, end: usize, rem: usize) -> Vector<
     }
 }
 
-/// The lanes of [`tail`]'s vector that hold a run's last values, for runs of `n` values. They
-/// depend on `n` only (blocks are whole vectors), so callers over many rows of one length build
-/// this once, not once a row (macerator's masks are not `Copy`: the bounds are kept instead).
-pub(super) struct TailLanes<S: Simd, R: Real> {
-    iota: Vector<S, R>,
-    from: Vector<S, R>,
-    to: Vector<S, R>,
-}
+/// The lanes of [`tail`]'s vector that hold a run's last values, for runs of `n` values
+/// (`iota` from [`super::simd::iota`]). They depend on `n` only (blocks are whole vectors), so
+/// callers over many rows of one length build this once, not once a row.
+pub(super) type TailLanes<S, R> = LaneRange<S, R>;
 
-// By hand: derived ones would ask `S: Copy`.
-impl<S: Simd, R: Real> Clone for TailLanes<S, R> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<S: Simd, R: Real> Copy for TailLanes<S, R> {}
-
-impl<S: Simd, R: Real> TailLanes<S, R> {
-    /// `iota` from [`super::simd::iota`].
-    #[inline(always)]
-    pub(super) fn new<E: Elem<R = R>>(n: usize, iota: Vector<S, R>) -> Self {
-        let l = lanes::<S, E>();
-        let (from, to) = if n < l { (0, n) } else { (l - n % l, l) };
-        // Through u32, as `lane_range`: one conversion instruction.
-        let at = |i: usize| R::from_f64(i as u32 as f64).splat();
-        Self {
-            iota,
-            from: at(from),
-            to: at(to),
-        }
-    }
-
-    /// `v` in those lanes, 0 in the others.
-    #[inline(always)]
-    fn keep(self, v: Vector<S, R>) -> Vector<S, R> {
-        let mask = self.iota.ge(self.from) & self.iota.lt(self.to);
-        mask.select(v, R::default().splat())
-    }
+/// [`TailLanes`] of runs of `n` values of `E`.
+#[inline(always)]
+pub(super) fn tail_lanes<S: Simd, E: Elem>(n: usize, iota: Vector<S, E::R>) -> TailLanes<S, E::R> {
+    let l = lanes::<S, E>();
+    let (from, to) = if n < l { (0, n) } else { (l - n % l, l) };
+    LaneRange::new(iota, from, to)
 }
 
 /// `[Σ (x - k), Σ (x - k)²]` over the `n` values from `p`, summed in the arithmetic type in
-/// blocks and in f64 across them; `tail_lanes` is [`TailLanes`] of `n`.
+/// blocks and in f64 across them; `tail_range` is [`tail_lanes`] of `n`.
 ///
 /// # Safety
 ///
@@ -353,7 +315,7 @@ pub(super) unsafe fn sums<S: Simd, E: Elem>(
     p: *const E,
     n: usize,
     k: E::R,
-    tail_lanes: TailLanes<S, E::R>,
+    tail_range: TailLanes<S, E::R>,
 ) -> [f64; 2] {
     debug_assert!(
         BLOCK.is_multiple_of(lanes::<S, E>()),
@@ -397,7 +359,7 @@ pub(super) unsafe fn sums<S: Simd, E: Elem>(
                 i += l;
             }
             if i < end {
-                let d = tail_lanes.keep(tail::<S, E>(p, end, end - i) - kv);
+                let d = tail_range.keep(tail::<S, E>(p, end, end - i) - kv);
                 (s1, s2) = (s1 + d, d.mul_add(d, s2));
                 i = end;
             }
@@ -420,8 +382,8 @@ pub(super) fn grad<S: Simd, R: Real, const ACT: u32>(
 }
 
 /// `[Σ dz (x - k), Σ dz, Σ (x - k)]` over `n` values (the last without an activation only),
-/// with `dz = dy act'(z)` and `z = (x - k) a + b` the pre-activation output; `tail_lanes` is
-/// [`TailLanes`] of `n`.
+/// with `dz = dy act'(z)` and `z = (x - k) a + b` the pre-activation output; `tail_range` is
+/// [`tail_lanes`] of `n`.
 ///
 /// # Safety
 ///
@@ -432,7 +394,7 @@ pub(super) unsafe fn backward_sums<S: Simd, E: Elem, const ACT: u32>(
     dy: *const E,
     n: usize,
     [k, a, b]: [Vector<S, E::R>; 3],
-    tail_lanes: TailLanes<S, E::R>,
+    tail_range: TailLanes<S, E::R>,
 ) -> [f64; 3] {
     let (l, zero) = (lanes::<S, E>(), E::R::default().splat::<S>());
     let with_t = ACT == Activation::CODE_NONE;
@@ -464,8 +426,8 @@ pub(super) unsafe fn backward_sums<S: Simd, E: Elem, const ACT: u32>(
             if i < end {
                 let rem = end - i;
                 // Lanes outside the values: d and dy 0, so dz is 0 too.
-                let d = tail_lanes.keep(tail::<S, E>(x, end, rem) - k);
-                let dy = tail_lanes.keep(tail::<S, E>(dy, end, rem));
+                let d = tail_range.keep(tail::<S, E>(x, end, rem) - k);
+                let dy = tail_range.keep(tail::<S, E>(dy, end, rem));
                 let dz = grad::<S, E::R, ACT>(d, dy, a, b);
                 (p, q, t) = (dz.mul_add(d, p), q + dz, if with_t { t + d } else { t });
                 i = end;

@@ -4,7 +4,7 @@
 use half::{bf16, f16};
 use macerator::{Scalar, Simd, WithSimd};
 
-use super::{BackwardApply, Normalize, TailLanes, backward_sums, map, map_stream, sums};
+use super::{BackwardApply, Normalize, backward_sums, map, map_stream, sums, tail_lanes};
 use crate::activation::Activation;
 use crate::cpu::simd::tests::archs;
 use crate::cpu::simd::{Elem, Real, iota};
@@ -25,7 +25,7 @@ fn run<S: Simd, E: Elem, const ACT: u32>(x: &[E], dy: &[E]) -> [Vec<f64>; 3] {
     let [k, a, b, cx, c0] = [0.5, 1.3, -0.2, 0.07, -0.01].map(|v| E::R::from_f64(v).splat::<S>());
     let kr = E::R::from_f64(0.5);
     let (mut y, mut dx) = (x.to_vec(), dy.to_vec());
-    let tail = TailLanes::new::<E>(n, iota::<S, E::R>());
+    let tail = tail_lanes::<S, E>(n, iota::<S, E::R>());
     let (xp, gp) = (x.as_ptr(), dy.as_ptr());
     // SAFETY: all of n values; y and dx are the test's own, written in place.
     let sums = unsafe {

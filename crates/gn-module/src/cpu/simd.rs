@@ -10,7 +10,7 @@ use core::mem::MaybeUninit;
 
 use half::{bf16, f16};
 use macerator::{
-    Mask, ReduceAdd, Scalar, Simd, VAdd, VDiv, VMul, VMulAdd, VOrd, VSelect, VSub, Vector,
+    ReduceAdd, Scalar, Simd, VAdd, VDiv, VMul, VMulAdd, VOrd, VSelect, VSub, Vector,
     vload_unaligned, vstore_unaligned,
 };
 
@@ -241,20 +241,43 @@ pub(crate) fn iota<S: Simd, R: Real>() -> Vector<S, R> {
     unsafe { vload_unaligned(buf.as_ptr()) }
 }
 
-/// The lanes `from..to` of a vector (`iota` from [`iota`]).
-#[inline(always)]
-pub(crate) fn lane_range<S: Simd, R: Real>(
+/// The lanes `from..to` of a vector, kept as their bounds: macerator's masks are not `Copy`,
+/// and a range built once outside a loop (a run's tail, for rows of one length) must stay
+/// usable inside it.
+pub(crate) struct LaneRange<S: Simd, R: Real> {
     iota: Vector<S, R>,
-    from: usize,
-    to: usize,
-) -> Mask<S, R> {
-    // Through u32 (from and to are at most the lanes): a single conversion instruction,
-    // where u64 to f64 takes several on x86 without AVX-512.
-    let (lo, hi) = (
-        R::from_f64(from as u32 as f64),
-        R::from_f64(to as u32 as f64),
-    );
-    iota.ge(lo.splat()) & iota.lt(hi.splat())
+    from: Vector<S, R>,
+    to: Vector<S, R>,
+}
+
+// By hand: derived ones would ask `S: Copy`.
+impl<S: Simd, R: Real> Clone for LaneRange<S, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S: Simd, R: Real> Copy for LaneRange<S, R> {}
+
+impl<S: Simd, R: Real> LaneRange<S, R> {
+    /// `iota` from [`iota`].
+    #[inline(always)]
+    pub(crate) fn new(iota: Vector<S, R>, from: usize, to: usize) -> Self {
+        // Through u32 (from and to are at most the lanes): a single conversion instruction,
+        // where u64 to f64 takes several on x86 without AVX-512.
+        let at = |i: usize| R::from_f64(i as u32 as f64).splat();
+        Self {
+            iota,
+            from: at(from),
+            to: at(to),
+        }
+    }
+
+    /// `v` in the range's lanes, 0 in the others.
+    #[inline(always)]
+    pub(crate) fn keep(self, v: Vector<S, R>) -> Vector<S, R> {
+        let mask = self.iota.ge(self.from) & self.iota.lt(self.to);
+        mask.select(v, R::default().splat())
+    }
 }
 
 /// `e^x` in each lane, after Cephes' `expf`: `x = n ln 2 + r` with `|r| <= ln 2 / 2`, `e^r` by
