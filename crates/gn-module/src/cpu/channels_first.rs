@@ -2,6 +2,8 @@
 //! one task per `(n, g)` group, whose `C / G` rows stay in cache between the statistics pass
 //! and the normalizing pass. One macerator dispatch per task; the rows' loops run inside it.
 
+use core::mem::MaybeUninit;
+
 use macerator::{Scalar, Simd, Vector};
 
 use super::columns::col_backward_sums;
@@ -45,9 +47,9 @@ impl<E> Rows<E> {
 
     /// The rows of `s` values making up `chunk`, and the pointer to write them through (both
     /// from one borrow, so that writes through it keep the rows readable).
-    fn of_chunk(chunk: &mut [E], s: usize) -> (Self, *mut E) {
+    fn of_chunk(chunk: &mut [MaybeUninit<E>], s: usize) -> (Self, *mut E) {
         assert!(s > 0 && chunk.len().is_multiple_of(s) && !chunk.is_empty());
-        let (cpg, ptr) = (chunk.len() / s, chunk.as_mut_ptr());
+        let (cpg, ptr) = (chunk.len() / s, chunk.as_mut_ptr().cast::<E>());
         (
             Self {
                 ptr: ptr.cast_const(),
@@ -106,6 +108,12 @@ impl<R: Real> RowCoefs<R> {
     #[inline(always)]
     fn iter(&self) -> impl Iterator<Item = [R; 2]> + '_ {
         self.a.iter().zip(&self.b).map(|(&a, &b)| [a, b])
+    }
+
+    /// Channel `j`'s `[a, b]` as vectors.
+    #[inline(always)]
+    fn splat<S: Simd>(&self, j: usize) -> [Vector<S, R>; 2] {
+        [self.a[j].splat(), self.b[j].splat()]
     }
 }
 
@@ -356,36 +364,39 @@ unsafe fn backward_group<S: Simd, E: Elem, const ACT: u32>(
         }
         let mut total = 0.0;
         let tail = tail_lanes::<S, E>(s, iota);
-        // (Without an activation the sums do not use a and b, and the mean is not known yet.)
-        coefs.fill(gamma, beta, mean_d, rstd);
-        for (j, (sum, [a, b])) in channel_sums.iter_mut().zip(coefs.iter()).enumerate() {
-            let [a, b] = [a.splat(), b.splat()];
-            let [p, q, t] = backward_sums::<S, E, ACT>(x.row(j), dy.row(j), s, [kv, a, b], tail);
+        // Without an activation the sums ignore a and b (and the mean is not known yet).
+        let none = ACT == Activation::CODE_NONE;
+        if !none {
+            coefs.fill(gamma, beta, mean_d, rstd);
+        }
+        // Running row pointers: rows can be 49 values, where per-row set-up counts.
+        let (mut xp, mut gp) = (x.ptr, dy.ptr);
+        for (j, sum) in channel_sums.iter_mut().enumerate() {
+            let [a, b] = if none { [kv; 2] } else { coefs.splat(j) };
+            let [p, q, t] = backward_sums::<S, E, ACT>(xp, gp, s, [kv, a, b], tail);
             *sum = [p, q];
             total += t;
+            (xp, gp) = (xp.wrapping_add(x.stride), gp.wrapping_add(dy.stride));
         }
-        if ACT == Activation::CODE_NONE {
+        if none {
             mean_d = total / group_len;
+            coefs.fill(gamma, beta, mean_d, rstd);
         }
         let sums = BackwardCoefs::from_sums(channel_sums, gamma, mean_d, rstd, group_len);
         let cx = E::R::from_f64(sums.cx).splat::<S>();
         let c0 = E::R::from_f64(sums.c0).splat::<S>();
-        // With an activation the mean is the one the sums used; without, it changed.
-        if ACT == Activation::CODE_NONE {
-            coefs.fill(gamma, beta, mean_d, rstd);
-        }
-        for (j, [a, b]) in coefs.iter().enumerate() {
-            let [a, b] = [a.splat(), b.splat()];
-            let (x, dy, dx) = (x.row(j), dy.row(j), dx.add(j * s));
-            map::<S, _>(
-                s,
-                &BackwardApply::<E, _, ACT> {
-                    x,
-                    dy,
-                    dx,
-                    coefs: [kv, a, b, cx, c0],
-                },
-            );
+        let (mut xp, mut gp, mut dxp) = (x.ptr, dy.ptr, dx);
+        for [a, b] in coefs.iter() {
+            let coefs = [kv, a.splat(), b.splat(), cx, c0];
+            let pass = BackwardApply::<E, _, ACT> {
+                x: xp,
+                dy: gp,
+                dx: dxp,
+                coefs,
+            };
+            map::<S, _>(s, &pass);
+            (xp, gp) = (xp.wrapping_add(x.stride), gp.wrapping_add(dy.stride));
+            dxp = dxp.wrapping_add(s);
         }
     }
 }
@@ -395,51 +406,9 @@ pub(super) fn forward<E: CpuElem>(
     args: ForwardArgs<'_>,
     stream: bool,
 ) -> Forward<E> {
-    let (num_groups, gamma, beta, epsilon, activation) = args;
-    super::assert_groups(x.c, num_groups, gamma, beta);
-    let cpg = x.c / num_groups;
-    let group_len = cpg * x.s;
-    let numel = x.n * x.c * x.s;
-    let mut y = uninit_vec::<E>(numel);
-    let mut stats = vec![[0f64; 2]; x.n * num_groups];
-    // Tasks of whole groups, enough of them to be worth a task.
-    let per_task = min_tasks(group_len);
-    let tasks = y
-        .chunks_mut(group_len * per_task)
-        .zip(stats.chunks_mut(per_task))
-        .collect();
-    let bytes = numel * size_of::<E>();
-    for_each_task(tasks, 1, bytes, |task, (out, stats)| {
-        let groups: Vec<_> = (task * per_task..)
-            .zip(out.chunks_mut(group_len))
-            .map(|(group, out)| {
-                let (n, c0) = (group / num_groups, group % num_groups * cpg);
-                let rows = Rows::of_view(x, n, c0, cpg);
-                // Streamed outputs are large: the next group's rows (usually this thread's
-                // next) are prefetched while this one is normalized from cache.
-                let next = x.index(n, c0, 0) + group_len;
-                let ahead = match rows.stride == x.s && stream {
-                    true => x.data.get(next..next + group_len).unwrap_or(&[]),
-                    false => &[],
-                };
-                let dst = out.as_mut_ptr().cast::<E>();
-                ForwardGroup {
-                    x: rows,
-                    dst,
-                    c0,
-                    ahead,
-                }
-            })
-            .collect();
-        // SAFETY: each `dst` is its group's chunk of this task's output, disjoint from x.
-        unsafe {
-            with_activation!(
-                activation,
-                forward_groups::<E>(&groups, stats, [gamma, beta], epsilon, stream)
-            )
-        };
-    });
-    // SAFETY: every group's task wrote its whole chunk.
+    let mut y = uninit_vec::<E>(x.n * x.c * x.s);
+    let stats = forward_into(Some(x), &mut y, [x.n, x.c, x.s], args, stream);
+    // SAFETY: forward_into wrote every value.
     let y = unsafe { assume_init(y) };
     Forward::from_group_stats(y, stats, Order::ChannelsFirst)
 }
@@ -456,84 +425,99 @@ pub(crate) fn forward_inplace<E: CpuElem>(
     epsilon: f64,
     activation: u32,
 ) -> (Vec<f64>, Vec<f64>) {
-    let [_, c, s] = shape;
-    super::assert_groups(c, num_groups, gamma, beta);
-    let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    assert_eq!(numel, Some(data.len()), "data of shape {shape:?}");
-    let cpg = c / num_groups;
-    let group_len = cpg * s;
-    let mut stats = vec![[0f64; 2]; shape[0] * num_groups];
-    let bytes = size_of_val(data);
-    let per_task = min_tasks(group_len);
-    let tasks = data
-        .chunks_mut(group_len * per_task)
-        .zip(stats.chunks_mut(per_task))
-        .collect();
-    for_each_task(tasks, 1, bytes, |task, (chunk, stats)| {
-        let groups: Vec<_> = (task * per_task..)
-            .zip(chunk.chunks_mut(group_len))
-            .map(|(group, chunk)| {
-                let (x, dst) = Rows::of_chunk(chunk, s);
-                let c0 = group % num_groups * cpg;
-                ForwardGroup {
-                    x,
-                    dst,
-                    c0,
-                    ahead: &[],
-                }
-            })
-            .collect();
-        // SAFETY: each dst is its rows' own chunk, held mutably here.
-        unsafe {
-            with_activation!(
-                activation,
-                forward_groups::<E>(&groups, stats, [gamma, beta], epsilon, false)
-            )
-        };
-    });
+    let args = (num_groups, gamma, beta, epsilon, activation);
+    // In place, never streamed: `map_stream` writes some values twice, which needs an output
+    // disjoint from the input.
+    let stats = forward_into(None, as_uninit(data), shape, args, false);
     stats.into_iter().map(|[m, r]| (m, r)).unzip()
 }
 
+/// `data` as an output the kernels write: they only ever write initialized values into it.
+fn as_uninit<E>(data: &mut [E]) -> &mut [MaybeUninit<E>] {
+    // SAFETY: same layout (MaybeUninit is repr(transparent)); the kernels write only values of
+    // E, so the slice stays initialized for the caller.
+    unsafe { &mut *(data as *mut [E] as *mut [MaybeUninit<E>]) }
+}
+
+/// Panics unless `out` holds the `[N, C, S]` values of `shape`.
+fn assert_len<E>(out: &[E], shape: [usize; 3]) {
+    let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    assert_eq!(numel, Some(out.len()), "output of shape {shape:?}");
+}
+
+/// The forward pass of `x` into `out`, or of `out`'s own values (`x` `None`, which the caller
+/// has initialized) in place; returns the per-`(n, g)` `[mean, rstd]`.
+fn forward_into<E: CpuElem>(
+    x: Option<&View<'_, E>>,
+    out: &mut [MaybeUninit<E>],
+    [n, c, s]: [usize; 3],
+    args: ForwardArgs<'_>,
+    stream: bool,
+) -> Vec<[f64; 2]> {
+    let (num_groups, gamma, beta, epsilon, activation) = args;
+    super::assert_groups(c, num_groups, gamma, beta);
+    assert_len(out, [n, c, s]);
+    assert!(x.is_some() || !stream, "in place, never streamed");
+    let cpg = c / num_groups;
+    let group_len = cpg * s;
+    let mut stats = vec![[0f64; 2]; n * num_groups];
+    // Tasks of whole groups, enough of them to be worth a task.
+    let per_task = min_tasks(group_len);
+    let bytes = size_of_val(out);
+    let tasks = out
+        .chunks_mut(group_len * per_task)
+        .zip(stats.chunks_mut(per_task))
+        .collect();
+    for_each_task(tasks, 1, bytes, |task, (out, stats)| {
+        let groups: Vec<_> = (task * per_task..)
+            .zip(out.chunks_mut(group_len))
+            .map(|(group, chunk)| {
+                let (n, c0) = (group / num_groups, group % num_groups * cpg);
+                let Some(x) = x else {
+                    let (x, dst) = Rows::of_chunk(chunk, s);
+                    let ahead = &[];
+                    return ForwardGroup { x, dst, c0, ahead };
+                };
+                let rows = Rows::of_view(x, n, c0, cpg);
+                // Streamed outputs are large: the next group's rows (usually this thread's
+                // next) are prefetched while this one is normalized from cache.
+                let next = x.index(n, c0, 0) + group_len;
+                let ahead = match rows.stride == x.s && stream {
+                    true => x.data.get(next..next + group_len).unwrap_or(&[]),
+                    false => &[],
+                };
+                let dst = chunk.as_mut_ptr().cast::<E>();
+                ForwardGroup {
+                    x: rows,
+                    dst,
+                    c0,
+                    ahead,
+                }
+            })
+            .collect();
+        // SAFETY: each `dst` is its group's chunk of this task's output, disjoint from x, or
+        // (in place) its rows' own chunk, held mutably here.
+        unsafe {
+            with_activation!(
+                activation,
+                forward_groups::<E>(&groups, stats, [gamma, beta], epsilon, stream)
+            )
+        };
+    });
+    stats
+}
+
+/// The backward pass into a new `dx`.
 pub(super) fn backward<E: CpuElem>(
     x: &View<'_, E>,
     dy: &View<'_, E>,
     args: BackwardArgs<'_>,
 ) -> Backward<E> {
-    let (num_groups, rstd, gamma, beta, activation) = args;
-    super::assert_groups(x.c, num_groups, gamma, beta);
     assert!(dy.n == x.n && dy.c == x.c && dy.s == x.s, "dy of x's shape");
-    let cpg = x.c / num_groups;
-    let group_len = cpg * x.s;
     let mut dx = uninit_vec::<E>(x.n * x.c * x.s);
-    // Per (n, c): [Σ dz x_hat, Σ dz], reduced over n into dgamma and dbeta.
-    let mut sums = vec![[0f64; 2]; x.n * x.c];
-    let bytes = dx.len() * size_of::<E>();
-    let per_task = min_tasks(group_len);
-    let tasks = dx
-        .chunks_mut(group_len * per_task)
-        .zip(sums.chunks_mut(cpg * per_task))
-        .collect();
-    for_each_task(tasks, 1, bytes, |task, (out, sums)| {
-        let mut groups: Vec<_> = (task * per_task..)
-            .zip(out.chunks_mut(group_len).zip(sums.chunks_mut(cpg)))
-            .map(|(group, (out, sums))| {
-                let (n, c0) = (group / num_groups, group % num_groups * cpg);
-                BackwardGroup {
-                    x: Rows::of_view(x, n, c0, cpg),
-                    dy: Rows::of_view(dy, n, c0, cpg),
-                    dx: out.as_mut_ptr().cast::<E>(),
-                    c0,
-                    rstd: rstd[group],
-                    sums,
-                }
-            })
-            .collect();
-        // SAFETY: each `dx` is its group's chunk of this task's output, disjoint from x and dy.
-        unsafe { with_activation!(activation, backward_groups::<E>(&mut groups, [gamma, beta])) };
-    });
-    let (dgamma, dbeta) = reduce_affine_grads(&sums, x.c);
+    let (dgamma, dbeta) = backward_into(x, Some(dy), &mut dx, args);
     Backward {
-        // SAFETY: every group's task wrote its whole chunk.
+        // SAFETY: backward_into wrote every value.
         dx: unsafe { assume_init(dx) },
         dgamma,
         dbeta,
@@ -552,31 +536,41 @@ pub(crate) fn backward_inplace<E: CpuElem>(
     beta: &[f64],
     activation: u32,
 ) -> (Vec<f64>, Vec<f64>) {
-    assert_eq!(
-        x.order(),
-        Some(Order::ChannelsFirst),
-        "in-place backward reads channels-first x"
-    );
+    let args = (num_groups, rstd, gamma, beta, activation);
+    backward_into(x, None, as_uninit(dy_dx), args)
+}
+
+/// The backward pass of `x` and `dy` into `out`, or of `x` and `out`'s own values (`dy`
+/// `None`, which the caller has initialized) in place; returns `(dgamma, dbeta)`.
+fn backward_into<E: CpuElem>(
+    x: &View<'_, E>,
+    dy: Option<&View<'_, E>>,
+    out: &mut [MaybeUninit<E>],
+    args: BackwardArgs<'_>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (num_groups, rstd, gamma, beta, activation) = args;
+    assert_eq!(x.order(), Some(Order::ChannelsFirst), "channels-first x");
     super::assert_groups(x.c, num_groups, gamma, beta);
-    let numel = [x.n, x.c, x.s]
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    assert_eq!(numel, Some(dy_dx.len()), "dy of x's shape");
+    assert_len(out, [x.n, x.c, x.s]);
     let cpg = x.c / num_groups;
     let group_len = cpg * x.s;
+    // Per (n, c): [Σ dz x_hat, Σ dz], reduced over n into dgamma and dbeta.
     let mut sums = vec![[0f64; 2]; x.n * x.c];
-    let bytes = size_of_val(dy_dx);
+    let bytes = size_of_val(out);
     let per_task = min_tasks(group_len);
-    let tasks = dy_dx
+    let tasks = out
         .chunks_mut(group_len * per_task)
         .zip(sums.chunks_mut(cpg * per_task))
         .collect();
-    for_each_task(tasks, 1, bytes, |task, (chunk, sums)| {
+    for_each_task(tasks, 1, bytes, |task, (out, sums)| {
         let mut groups: Vec<_> = (task * per_task..)
-            .zip(chunk.chunks_mut(group_len).zip(sums.chunks_mut(cpg)))
+            .zip(out.chunks_mut(group_len).zip(sums.chunks_mut(cpg)))
             .map(|(group, (chunk, sums))| {
                 let (n, c0) = (group / num_groups, group % num_groups * cpg);
-                let (dy, dx) = Rows::of_chunk(chunk, x.s);
+                let (dy, dx) = match dy {
+                    Some(dy) => (Rows::of_view(dy, n, c0, cpg), chunk.as_mut_ptr().cast()),
+                    None => Rows::of_chunk(chunk, x.s),
+                };
                 BackwardGroup {
                     x: Rows::of_view(x, n, c0, cpg),
                     dy,
@@ -587,7 +581,8 @@ pub(crate) fn backward_inplace<E: CpuElem>(
                 }
             })
             .collect();
-        // SAFETY: each dx is its dy rows' own chunk, held mutably here, disjoint from x.
+        // SAFETY: each dx is its group's chunk of this task's output, disjoint from x and dy,
+        // or (in place) its dy rows' own chunk, held mutably here, disjoint from x.
         unsafe { with_activation!(activation, backward_groups::<E>(&mut groups, [gamma, beta])) };
     });
     reduce_affine_grads(&sums, x.c)

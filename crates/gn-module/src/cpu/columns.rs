@@ -4,7 +4,7 @@
 
 use macerator::{Simd, Vector};
 
-use super::passes::{grad, load, load_r, store_r};
+use super::passes::{grad, load, store};
 use super::simd::{Elem, LaneRange, Real, lanes};
 
 /// A vector's place in a row of columns: `i` its first column, `n` its columns (the lanes, or
@@ -96,10 +96,10 @@ impl<S: Simd, E: Elem> Columns<S> for Sums<S, E> {
             let d = own(
                 self.iota,
                 at,
-                load::<S, E>(self.x, i, m) - load_r(self.k, i, m),
+                load::<S, E>(self.x, i, m) - load::<S, E::R>(self.k, i, m),
             );
-            store_r(s1, i, m, load_r::<S, E::R>(s1, i, m) + d);
-            store_r(s2, i, m, d.mul_add(d, load_r(s2, i, m)));
+            store(s1, i, m, load::<S, E::R>(s1, i, m) + d);
+            store(s2, i, m, d.mul_add(d, load::<S, E::R>(s2, i, m)));
         }
     }
 }
@@ -137,13 +137,14 @@ impl<S: Simd, E: Elem, const ACT: u32> Columns<S> for BackwardSums<S, E, ACT> {
         let (i, m, [k, a, b], [p, q, t]) = (at.i, at.n, self.coefs, self.sums);
         // SAFETY: the caller's contract.
         unsafe {
-            let d = load::<S, E>(self.x, i, m) - load_r(k, i, m);
+            let d = load::<S, E>(self.x, i, m) - load::<S, E::R>(k, i, m);
             let dy = load::<S, E>(self.dy, i, m);
-            let dz = grad::<S, E::R, ACT>(d, dy, load_r(a, i, m), load_r(b, i, m));
+            let dz =
+                grad::<S, E::R, ACT>(d, dy, load::<S, E::R>(a, i, m), load::<S, E::R>(b, i, m));
             let (d, dz) = (own(self.iota, at, d), own(self.iota, at, dz));
-            store_r(p, i, m, dz.mul_add(d, load_r(p, i, m)));
-            store_r(q, i, m, load_r::<S, E::R>(q, i, m) + dz);
-            store_r(t, i, m, load_r::<S, E::R>(t, i, m) + d);
+            store(p, i, m, dz.mul_add(d, load::<S, E::R>(p, i, m)));
+            store(q, i, m, load::<S, E::R>(q, i, m) + dz);
+            store(t, i, m, load::<S, E::R>(t, i, m) + d);
         }
     }
 }

@@ -157,13 +157,7 @@ fn forward_in_place(
             super::forward_inplace(data, shape, num_groups, gamma, beta, epsilon, activation)
         }};
     }
-    let (mean, rstd) = match dtype {
-        DType::F32 => run!(f32),
-        DType::F64 => run!(f64),
-        DType::F16 => run!(f16),
-        DType::BF16 => run!(bf16),
-        _ => return Err(x),
-    };
+    let (mean, rstd) = dispatch_float!(dtype, run, _other => return Err(x));
     let stats = [shape[0], num_groups];
     Ok((
         x,
@@ -200,24 +194,24 @@ fn backward_in_place(
             Ok((grad, dgamma, dbeta))
         }};
     }
-    match grad.dtype() {
-        DType::F32 => run!(f32),
-        DType::F64 => run!(f64),
-        DType::F16 => run!(f16),
-        DType::BF16 => run!(bf16),
-        _ => Err(grad),
-    }
+    dispatch_float!(grad.dtype(), run, _other => Err(grad))
 }
 
-/// Runs `$run!(T)` with the Rust element type of a float dtype.
+/// Runs `$run!(T)` with the Rust element type of a float dtype; other dtypes give
+/// `$fallback` (by default a panic).
 macro_rules! dispatch_float {
     ($dtype:expr, $run:ident) => {
+        dispatch_float!($dtype, $run, other => panic!(
+            "GroupNorm: unsupported dtype {other:?} on the Flex backend"
+        ))
+    };
+    ($dtype:expr, $run:ident, $other:ident => $fallback:expr) => {
         match $dtype {
             DType::F32 => $run!(f32),
             DType::F64 => $run!(f64),
             DType::F16 => $run!(f16),
             DType::BF16 => $run!(bf16),
-            other => panic!("GroupNorm: unsupported dtype {other:?} on the Flex backend"),
+            $other => $fallback,
         }
     };
 }
@@ -255,13 +249,12 @@ fn view_of<E: CpuElem + Element + bytemuck::Pod>(t: &FlexTensor) -> Option<View<
 
 /// The tensor itself if the kernels can read it in place, else a contiguous copy.
 fn readable(t: FlexTensor) -> FlexTensor {
-    let readable = match t.dtype() {
-        DType::F32 => view_of::<f32>(&t).is_some(),
-        DType::F64 => view_of::<f64>(&t).is_some(),
-        DType::F16 => view_of::<f16>(&t).is_some(),
-        DType::BF16 => view_of::<bf16>(&t).is_some(),
-        _ => true,
-    };
+    macro_rules! run {
+        ($e:ty) => {
+            view_of::<$e>(&t).is_some()
+        };
+    }
+    let readable = dispatch_float!(t.dtype(), run, _other => true);
     if readable { t } else { t.to_contiguous() }
 }
 

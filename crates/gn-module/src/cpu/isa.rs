@@ -208,8 +208,7 @@ mod x86 {
 
     /// Whether [`transpose8`] runs here: x86-64 v3 or above, unless the baseline is forced.
     pub(crate) fn has_transpose8() -> bool {
-        super::super::simd_level() != super::super::SimdLevel::Baseline
-            && std::arch::is_x86_feature_detected!("avx2")
+        !super::super::is_baseline() && std::arch::is_x86_feature_detected!("avx2")
     }
 
     /// Writes row `k` of the 8x8 block of `BYTES`-sized elements (4 or 2) at `src` (rows

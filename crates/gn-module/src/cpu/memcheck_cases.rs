@@ -52,29 +52,14 @@ struct Shape {
 
 /// Rows shorter than a vector, with an overlapping tail, of one value ([N, C]), longer than a
 /// block of sums (256), and position rows of 9 and 40 channels: `(n, c, s, groups)`.
-const SHAPES: [Shape; 6] = {
-    let list = [
-        (2, 6, 7, 3),
-        (1, 12, 19, 4),
-        (3, 10, 1, 5),
-        (1, 4, 300, 2),
-        (1, 9, 11, 3),
-        (2, 40, 5, 4),
-    ];
-    let mut out = [Shape {
-        n: 0,
-        c: 0,
-        s: 0,
-        groups: 0,
-    }; 6];
-    let mut i = 0;
-    while i < 6 {
-        let (n, c, s, groups) = list[i];
-        out[i] = Shape { n, c, s, groups };
-        i += 1;
-    }
-    out
-};
+const SHAPES: [(usize, usize, usize, usize); 6] = [
+    (2, 6, 7, 3),
+    (1, 12, 19, 4),
+    (3, 10, 1, 5),
+    (1, 4, 300, 2),
+    (1, 9, 11, 3),
+    (2, 40, 5, 4),
+];
 
 /// The f64 results of a case: forward `y`, per-group mean and rstd, backward `dx`, `dgamma`,
 /// `dbeta`, all from the stored (rounded) inputs; values indexed `(n, c, s)` as `[N, C, S]`.
@@ -360,7 +345,8 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
 }
 
 fn check_all<E: CaseElem>() {
-    for sh in SHAPES {
+    for (n, c, s, groups) in SHAPES {
+        let sh = Shape { n, c, s, groups };
         for code in [ACT_NONE, ACT_RELU, ACT_SILU] {
             check_case::<E>(sh, code);
         }

@@ -62,24 +62,14 @@ pub(crate) fn arch() -> Arch {
     })
 }
 
-/// Whether the kernels run vector code or macerator's scalar backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SimdLevel {
-    /// macerator's scalar backend (forced, or a CPU without a vector unit it knows).
-    Baseline,
-    /// One of macerator's vector instruction sets ([`arch`] says which).
-    Vector,
+/// Whether the kernels run macerator's scalar backend (forced, or a CPU without a vector unit
+/// it knows) rather than one of its vector instruction sets.
+pub(crate) fn is_baseline() -> bool {
+    matches!(arch(), Arch::Scalar)
 }
 
-/// [`arch`] as a [`SimdLevel`].
-pub(crate) fn simd_level() -> SimdLevel {
-    match arch() {
-        Arch::Scalar => SimdLevel::Baseline,
-        _ => SimdLevel::Vector,
-    }
-}
-
-/// Kernel entries per [`SimdLevel`] (test builds only): lets tests check which path ran.
+/// Kernel entries on the vector instruction sets (`[1]`) and the scalar backend (`[0]`), test
+/// builds only: lets tests check which path ran.
 #[cfg(test)]
 pub(crate) static DISPATCHED: [std::sync::atomic::AtomicUsize; 2] =
     [const { std::sync::atomic::AtomicUsize::new(0) }; 2];
@@ -92,7 +82,7 @@ impl Dispatch {
     #[inline(always)]
     pub(crate) fn dispatch<Op: WithSimd>(self, op: Op) -> Op::Output {
         #[cfg(test)]
-        DISPATCHED[simd_level() as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        DISPATCHED[usize::from(!is_baseline())].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: arch() is what macerator detected on this CPU, or its scalar backend, which
         // needs nothing.
         unsafe { arch().dispatch(op) }
@@ -451,22 +441,20 @@ mod dispatch_tests {
         assert_eq!(format!("{:?}", arch()), format!("{want:?}"));
         // For .ci/memcheck.sh, which checks that valgrind let the AVX2 path run.
         println!("CPU kernels dispatch to {:?}", arch());
-        let level = simd_level();
-        let other = match level {
-            SimdLevel::Vector => SimdLevel::Baseline,
-            SimdLevel::Baseline => SimdLevel::Vector,
-        };
-        let runs = |l: SimdLevel| DISPATCHED[l as usize].load(Ordering::Relaxed);
+        let (level, other) = (usize::from(!is_baseline()), usize::from(is_baseline()));
+        let runs = |l: usize| DISPATCHED[l].load(Ordering::Relaxed);
         let before = runs(level);
         let data: Vec<f32> = (0..2 * 4 * 9).map(|i| (i % 7) as f32).collect();
         let x = view(&data, 0, &[2, 4, 9], &[36, 9, 1]).expect("a channels-first view");
         let out = forward(&x, 2, &[1.0; 4], &[0.0; 4], 1e-5, Activation::CODE_NONE);
         assert_eq!(out.y.len(), data.len());
+        let path = |l: usize| ["scalar", "vector"][l];
         assert!(
             runs(level) > before,
-            "the forward ran on the {level:?} path"
+            "the forward ran on the {} path",
+            path(level)
         );
-        assert_eq!(runs(other), 0, "nothing ran on the {other:?} path");
+        assert_eq!(runs(other), 0, "nothing ran on the {} path", path(other));
     }
 
     /// The plan: channels-first inputs go by groups (streamed when large and f32), channels-last

@@ -8,6 +8,7 @@ use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::tensor::FloatTensor;
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
 
+use super::simd::Real;
 use super::{CpuElem, Order, View};
 use crate::backend::{GroupNormBackend, assert_backward_args, assert_forward_args};
 use crate::probe::{self, Kernel, Path};
@@ -184,23 +185,6 @@ fn channels_first_copy(t: NdArrayTensor) -> NdArrayTensor {
     }
 }
 
-trait FromF64 {
-    fn from_f64(v: f64) -> Self;
-}
-impl FromF64 for f32 {
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-impl FromF64 for f64 {
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
-fn from_f64<E: FromF64>(v: f64) -> E {
-    E::from_f64(v)
-}
-
 /// Whether a tensor's storage can be overwritten by the in-place kernels: nothing else
 /// references it (`unique`; borrowed storage never is) and it is dense NCHW.
 fn overwritable<E>(array: &ArrayViewD<'_, E>, unique: bool) -> bool {
@@ -250,12 +234,12 @@ where
 }
 
 /// Per-`(n, g)` statistics computed in f64 as an `[N, G]` tensor of element `E`.
-fn stats<E: FromF64 + Clone>(values: Vec<f64>, num_groups: usize) -> NdArrayTensor
+fn stats<E: Real>(values: Vec<f64>, num_groups: usize) -> NdArrayTensor
 where
     NdArrayTensor: From<ndarray::ArcArray<E, IxDyn>>,
 {
     let shape = [values.len() / num_groups, num_groups];
-    let values = values.into_iter().map(from_f64).collect();
+    let values = values.into_iter().map(E::from_f64).collect();
     dense::<E>(values, &shape, Order::ChannelsFirst)
 }
 

@@ -8,18 +8,17 @@
 //! set of the kernel around it, and so are the intrinsics it calls. Everything is
 //! `#[inline(always)]` down to macerator's operations.
 
-use macerator::{Scalar, Simd, Vector, vload_unaligned, vstore_unaligned};
+use macerator::{Scalar, Simd, Vector};
 
 use super::isa;
-use super::simd::{
-    Elem, LaneRange, MAX_LANES, Real, activate, activate_grad, lanes, load_n, store_n,
-};
+use super::simd::{Elem, LaneRange, Real, activate, activate_grad, lanes, load_n, store_n};
 use crate::activation::Activation;
 
 /// Values summed in the arithmetic type before the sums move to f64.
 pub(super) const BLOCK: usize = 256;
 
-/// `n` values of `E` from `p + i` (`n` the lanes, or fewer: the other lanes 0).
+/// `n` values of `E` from `p + i` (`n` the lanes, or fewer: the other lanes 0). Also for
+/// arithmetic values (coefficients, accumulators): a [`Real`] is its own element.
 ///
 /// # Safety
 ///
@@ -53,44 +52,6 @@ pub(super) unsafe fn store<S: Simd, E: Elem>(p: *mut E, i: usize, n: usize, v: V
     }
 }
 
-/// [`load`] of arithmetic values (coefficients, accumulators).
-///
-/// # Safety
-///
-/// As [`load`].
-#[inline(always)]
-pub(super) unsafe fn load_r<S: Simd, R: Real>(p: *const R, i: usize, n: usize) -> Vector<S, R> {
-    // SAFETY: the caller's contract; buf holds MAX_LANES >= n values.
-    unsafe {
-        if n == R::lanes::<S>() {
-            vload_unaligned(p.add(i))
-        } else {
-            let mut buf = [R::default(); MAX_LANES];
-            core::ptr::copy_nonoverlapping(p.add(i), buf.as_mut_ptr(), n);
-            vload_unaligned(buf.as_ptr())
-        }
-    }
-}
-
-/// [`store`] of arithmetic values.
-///
-/// # Safety
-///
-/// As [`store`].
-#[inline(always)]
-pub(super) unsafe fn store_r<S: Simd, R: Real>(p: *mut R, i: usize, n: usize, v: Vector<S, R>) {
-    // SAFETY: the caller's contract; buf holds MAX_LANES >= n values.
-    unsafe {
-        if n == R::lanes::<S>() {
-            vstore_unaligned(p.add(i), v)
-        } else {
-            let mut buf = [R::default(); MAX_LANES];
-            vstore_unaligned(buf.as_mut_ptr(), v);
-            core::ptr::copy_nonoverlapping(buf.as_ptr(), p.add(i), n);
-        }
-    }
-}
-
 /// A coefficient of a pass at the lanes `i..i + n`.
 pub(super) trait Coef<S: Simd, R: Real>: Copy {
     /// # Safety
@@ -114,7 +75,7 @@ impl<S: Simd, R: Real> Coef<S, R> for PerValue<R> {
     #[inline(always)]
     unsafe fn at(self, i: usize, n: usize) -> Vector<S, R> {
         // SAFETY: the caller's contract (the pointer holds the run's values).
-        unsafe { load_r(self.0, i, n) }
+        unsafe { load::<S, R>(self.0, i, n) }
     }
 }
 
@@ -126,6 +87,9 @@ pub(super) trait Pass<S: Simd> {
     /// `i..i + n` is inside the pass's run.
     unsafe fn compute(&self, i: usize, n: usize) -> Vector<S, <Self::E as Elem>::R>;
     fn out(&self) -> *mut Self::E;
+    /// Whether [`map_stream`] computes two vectors a step: for long computations (SiLU's exp
+    /// and division), which then overlap.
+    const PAIRS: bool = false;
 }
 
 /// `y = act((x - k) a + b)`.
@@ -139,6 +103,7 @@ pub(super) struct Normalize<E, C, const ACT: u32> {
 
 impl<S: Simd, E: Elem, C: Coef<S, E::R>, const ACT: u32> Pass<S> for Normalize<E, C, ACT> {
     type E = E;
+    const PAIRS: bool = ACT == Activation::CODE_SILU;
     #[inline(always)]
     unsafe fn compute(&self, i: usize, n: usize) -> Vector<S, E::R> {
         // SAFETY: the caller's contract (x and the coefficients hold the run).
@@ -256,9 +221,23 @@ pub(super) unsafe fn map_stream<S: Simd, P: Pass<S>>(n: usize, pass: &P, ahead: 
             store(out, 0, l, pass.compute(0, l));
         }
         let mut i = head;
-        // One vector a step. Two (as `map`) measured 13-15% faster on the streamed f32 SiLU
-        // forwards, but the ndarray [8,256,56,56] forward+backward without an activation 28-42%
-        // slower in three interleaved sets, not understood: kept as it was measured in set F.
+        // Two vectors a step for SiLU: 13-15% faster on the streamed f32 SiLU forwards (set
+        // F's stream2 rounds). One otherwise: with two for every pass, the ndarray
+        // [8,256,56,56] forward+backward without an activation measured 28-42% slower in
+        // three interleaved sets, not understood.
+        if P::PAIRS {
+            while i + 2 * l <= n {
+                for j in [i, i + l] {
+                    if (j - head).is_multiple_of(per_line) && j < ahead.len() {
+                        isa::prefetch(ahead.as_ptr().add(j));
+                    }
+                }
+                let (v0, v1) = (pass.compute(i, l), pass.compute(i + l, l));
+                P::E::store_stream(out.add(i), v0);
+                P::E::store_stream(out.add(i + l), v1);
+                i += 2 * l;
+            }
+        }
         while i + l <= n {
             if (i - head).is_multiple_of(per_line) && i < ahead.len() {
                 isa::prefetch(ahead.as_ptr().add(i));

@@ -123,47 +123,60 @@ fn row_passes_match_the_formulas_on_every_instruction_set() {
 }
 
 /// [`map_stream`] (stores around the cache, the unaligned head and tail as whole overlapping
-/// vectors) at one instruction set: the streamed output, in a buffer of NaNs from
-/// `out_offset`, and [`map`]'s output of the same pass.
+/// vectors; two vectors a step with SiLU, one without) at one instruction set: the streamed
+/// output, in a buffer of NaNs from `out_offset`, and [`map`]'s output of the same pass.
 struct Stream<'a> {
     x: &'a [f32],
     out_offset: usize,
+    act: u32,
+}
+
+#[inline(always)]
+fn stream<S: Simd, const ACT: u32>(x: &[f32], out_offset: usize) -> [Vec<f32>; 2] {
+    let n = x.len();
+    let [k, a, b] = [0.5f32, 1.3, -0.2].map(|v| v.splat::<S>());
+    let mut streamed = vec![f32::NAN; out_offset + n + 1];
+    let mut plain = vec![0f32; n];
+    let x = x.as_ptr();
+    // SAFETY: x holds n values, each output n values from its start, disjoint from x.
+    unsafe {
+        let y = streamed.as_mut_ptr().add(out_offset);
+        map_stream::<S, _>(n, &Normalize::<f32, _, ACT> { x, y, k, a, b }, &[]);
+        super::isa::store_fence();
+        let y = plain.as_mut_ptr();
+        map::<S, _>(n, &Normalize::<f32, _, ACT> { x, y, k, a, b });
+    }
+    [streamed, plain]
 }
 
 impl WithSimd for Stream<'_> {
     type Output = [Vec<f32>; 2];
     #[inline(always)]
     fn with_simd<S: Simd>(self) -> Self::Output {
-        let n = self.x.len();
-        let [k, a, b] = [0.5f32, 1.3, -0.2].map(|v| v.splat::<S>());
-        let mut streamed = vec![f32::NAN; self.out_offset + n + 1];
-        let mut plain = vec![0f32; n];
-        let x = self.x.as_ptr();
-        const ACT: u32 = Activation::CODE_SILU;
-        // SAFETY: x holds n values, each output n values from its start, disjoint from x.
-        unsafe {
-            let y = streamed.as_mut_ptr().add(self.out_offset);
-            map_stream::<S, _>(n, &Normalize::<f32, _, ACT> { x, y, k, a, b }, &[]);
-            super::isa::store_fence();
-            let y = plain.as_mut_ptr();
-            map::<S, _>(n, &Normalize::<f32, _, ACT> { x, y, k, a, b });
-        }
-        [streamed, plain]
+        with_activation!(self.act, stream::<S>(self.x, self.out_offset))
     }
 }
 
 /// Streamed outputs hold exactly what the plain pass writes, at every alignment of the output
-/// and every length around the vector widths, and nothing is written outside them.
+/// and every length around the vector widths, with and without SiLU (two vectors a step, or
+/// one), and nothing is written outside them.
 #[test]
 fn streamed_outputs_match_plain_ones_at_every_alignment() {
+    const SILU: u32 = Activation::CODE_SILU;
+    const NONE: u32 = Activation::CODE_NONE;
     for n in (1..=40).chain([63, 64, 65, 1031]) {
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 7919) % 23) as f32 * 0.37 - 4.0)
             .collect();
-        for out_offset in 0..16 {
+        for (out_offset, act) in (0..16).flat_map(|o| [SILU, NONE].map(|act| (o, act))) {
             for arch in archs() {
+                let run = Stream {
+                    x: &x,
+                    out_offset,
+                    act,
+                };
                 // SAFETY: archs() are the instruction sets this CPU has.
-                let [streamed, plain] = unsafe { arch.dispatch(Stream { x: &x, out_offset }) };
+                let [streamed, plain] = unsafe { arch.dispatch(run) };
                 let got = &streamed[out_offset..out_offset + n];
                 let same = got
                     .iter()
@@ -171,7 +184,7 @@ fn streamed_outputs_match_plain_ones_at_every_alignment() {
                     .all(|(g, p)| g.to_bits() == p.to_bits());
                 assert!(
                     same,
-                    "{arch:?}, n {n}, offset {out_offset}: {got:?} != {plain:?}"
+                    "{arch:?}, n {n}, offset {out_offset}, act {act}: {got:?} != {plain:?}"
                 );
                 let outside = streamed[..out_offset]
                     .iter()

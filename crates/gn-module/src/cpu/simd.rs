@@ -6,6 +6,7 @@
 //! Everything here is `#[inline(always)]`: it must inline into the kernel that macerator's
 //! dispatch compiled for the instruction set, or it would be compiled without it.
 
+use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 
 use half::{bf16, f16};
@@ -20,9 +21,10 @@ use crate::activation::Activation;
 /// The most lanes of a vector of any element (f32 in AVX-512's 64 bytes).
 pub(crate) const MAX_LANES: usize = 16;
 
-/// The arithmetic type of the kernels: f32 (for f32, f16 and bf16 storage) or f64.
+/// The arithmetic type of the kernels: f32 (for f32, f16 and bf16 storage) or f64, itself an
+/// element (of its own arithmetic type).
 pub(crate) trait Real:
-    Scalar
+    Elem<R = Self>
     + VAdd
     + VSub
     + VMul
@@ -241,13 +243,12 @@ pub(crate) fn iota<S: Simd, R: Real>() -> Vector<S, R> {
     unsafe { vload_unaligned(buf.as_ptr()) }
 }
 
-/// The lanes `from..to` of a vector, kept as their bounds: macerator's masks are not `Copy`,
-/// and a range built once outside a loop (a run's tail, for rows of one length) must stay
-/// usable inside it.
+/// The lanes `from..to` of a vector, kept as a bit mask: macerator's masks are not `Copy`, and
+/// a range built once outside a loop (a run's tail, for rows of one length) must stay usable
+/// inside it, at one `and` a use.
 pub(crate) struct LaneRange<S: Simd, R: Real> {
-    iota: Vector<S, R>,
-    from: Vector<S, R>,
-    to: Vector<S, R>,
+    bits: Vector<S, u32>,
+    _real: PhantomData<R>,
 }
 
 // By hand: derived ones would ask `S: Copy`.
@@ -265,18 +266,20 @@ impl<S: Simd, R: Real> LaneRange<S, R> {
         // Through u32 (from and to are at most the lanes): a single conversion instruction,
         // where u64 to f64 takes several on x86 without AVX-512.
         let at = |i: usize| R::from_f64(i as u32 as f64).splat();
+        let mask = iota.ge(at(from)) & iota.lt(at(to));
+        // All bits set in the range's lanes (whatever R's width), none elsewhere.
+        let ones = u32::MAX.splat::<S>().reinterpret::<R>();
+        let bits = mask.select(ones, R::default().splat()).reinterpret::<u32>();
         Self {
-            iota,
-            from: at(from),
-            to: at(to),
+            bits,
+            _real: PhantomData,
         }
     }
 
     /// `v` in the range's lanes, 0 in the others.
     #[inline(always)]
     pub(crate) fn keep(self, v: Vector<S, R>) -> Vector<S, R> {
-        let mask = self.iota.ge(self.from) & self.iota.lt(self.to);
-        mask.select(v, R::default().splat())
+        (v.reinterpret::<u32>() & self.bits).reinterpret::<R>()
     }
 }
 
