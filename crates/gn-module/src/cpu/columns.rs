@@ -139,8 +139,8 @@ impl<S: Simd, E: Elem, const ACT: u32> Columns<S> for BackwardSums<S, E, ACT> {
         unsafe {
             let d = load::<S, E>(self.x, i, m) - load::<S, E::R>(k, i, m);
             let dy = load::<S, E>(self.dy, i, m);
-            let dz =
-                grad::<S, E::R, ACT>(d, dy, load::<S, E::R>(a, i, m), load::<S, E::R>(b, i, m));
+            let (a, b) = (load::<S, E::R>(a, i, m), load::<S, E::R>(b, i, m));
+            let [dz] = grad::<S, E::R, ACT, 1>([d], [dy], a, b);
             let (d, dz) = (own(self.iota, at, d), own(self.iota, at, dz));
             store(p, i, m, dz.mul_add(d, load::<S, E::R>(p, i, m)));
             store(q, i, m, load::<S, E::R>(q, i, m) + dz);

@@ -41,7 +41,7 @@ pub(crate) trait Real:
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
     /// `e^x` in each lane (see [`exp_f32`] for f32).
-    fn exp<S: Simd>(x: Vector<S, Self>) -> Vector<S, Self>;
+    fn exp<S: Simd, const N: usize>(x: [Vector<S, Self>; N]) -> [Vector<S, Self>; N];
     /// The sums of the lanes of three vectors, in f64.
     #[inline(always)]
     fn sum3<S: Simd>(v: [Vector<S, Self>; 3]) -> [f64; 3] {
@@ -59,7 +59,7 @@ impl Real for f32 {
         self as f64
     }
     #[inline(always)]
-    fn exp<S: Simd>(x: Vector<S, Self>) -> Vector<S, Self> {
+    fn exp<S: Simd, const N: usize>(x: [Vector<S, Self>; N]) -> [Vector<S, Self>; N] {
         exp_f32(x)
     }
     #[inline(always)]
@@ -79,15 +79,18 @@ impl Real for f64 {
     }
     /// Lane by lane (f64 is the rare type; its `exp` keeps libm's accuracy).
     #[inline(always)]
-    fn exp<S: Simd>(x: Vector<S, Self>) -> Vector<S, Self> {
-        let mut buf = [0f64; MAX_LANES];
-        // SAFETY: buf holds MAX_LANES >= lanes values.
-        unsafe { vstore_unaligned(buf.as_mut_ptr(), x) };
-        for v in &mut buf[..f64::lanes::<S>()] {
-            *v = v.exp();
+    fn exp<S: Simd, const N: usize>(mut x: [Vector<S, Self>; N]) -> [Vector<S, Self>; N] {
+        for x in &mut x {
+            let mut buf = [0f64; MAX_LANES];
+            // SAFETY: buf holds MAX_LANES >= lanes values.
+            unsafe { vstore_unaligned(buf.as_mut_ptr(), *x) };
+            for v in &mut buf[..f64::lanes::<S>()] {
+                *v = v.exp();
+            }
+            // SAFETY: as above.
+            *x = unsafe { vload_unaligned(buf.as_ptr()) };
         }
-        // SAFETY: as above.
-        unsafe { vload_unaligned(buf.as_ptr()) }
+        x
     }
 }
 
@@ -283,74 +286,117 @@ impl<S: Simd, R: Real> LaneRange<S, R> {
     }
 }
 
-/// `e^x` in each lane, after Cephes' `expf`: `x = n ln 2 + r` with `|r| <= ln 2 / 2`, `e^r` by
-/// a degree-6 polynomial, `2^n` through the exponent bits; within 4 ulp of the exact value, 0
-/// below -87.3 (where f32 results stop being normal) and infinite above 88.7, as `expf`. A NaN
-/// lane gives a finite value: the callers keep NaN through `z` itself.
+/// `e^x` in each lane of `N` vectors, after Cephes' `expf`: `x = n ln 2 + r` with
+/// `|r| <= ln 2 / 2`, `e^r` by a degree-6 polynomial, `2^n` through the exponent bits; within 4
+/// ulp of the exact value, 0 below -87.3 (where f32 results stop being normal) and infinite
+/// above 88.7, as `expf`. A NaN lane gives a finite value: the callers keep NaN through `z`
+/// itself. Each step runs on all `N` vectors before the next, so that their latencies overlap
+/// (this and the functions below take arrays for that).
 #[inline(always)]
-pub(crate) fn exp_f32<S: Simd>(x: Vector<S, f32>) -> Vector<S, f32> {
-    let overflow = x.gt(88.72f32.splat());
-    // Computed on [-88, 88], where 2^n stays within the exponent's range.
-    let x = x.max((-88f32).splat()).min(88f32.splat());
+pub(crate) fn exp_f32<S: Simd, const N: usize>(x: [Vector<S, f32>; N]) -> [Vector<S, f32>; N] {
     // 1.5 * 2^23: adding it rounds to an integer, which then sits in the low mantissa bits.
     let round = 12_582_912f32.splat::<S>();
-    let t = x.mul_add(core::f32::consts::LOG2_E.splat(), round);
-    let n = t - round;
-    // ln 2 in two parts, so that n ln 2 is subtracted without rounding error.
-    let r = n.mul_add((-0.693_359_4f32).splat(), x);
-    let r = n.mul_add(2.121_944_4e-4f32.splat(), r);
-    let mut p = 1.987_569_1e-4f32.splat::<S>();
-    p = p.mul_add(r, 1.398_199_9e-3f32.splat());
-    p = p.mul_add(r, 8.333_452e-3f32.splat());
-    p = p.mul_add(r, 4.166_579_6e-2f32.splat());
-    p = p.mul_add(r, 1.666_666_5e-1f32.splat());
-    p = p.mul_add(r, 0.5f32.splat());
-    let er = p.mul_add(r * r, r + 1f32.splat());
-    // The bits of t + 127 end in n + 127 (0..=254): shifted into the exponent, they are 2^n.
-    let pow2n = ((t + 127f32.splat()).reinterpret::<u32>() << 23).reinterpret::<f32>();
-    overflow.select(f32::INFINITY.splat(), er * pow2n)
+    let (mut t, mut r, mut p) = (x, x, [1.987_569_1e-4f32.splat::<S>(); N]);
+    for k in 0..N {
+        // Computed on [-88, 88], where 2^n stays within the exponent's range.
+        let x = x[k].max((-88f32).splat()).min(88f32.splat());
+        t[k] = x.mul_add(core::f32::consts::LOG2_E.splat(), round);
+        let n = t[k] - round;
+        // ln 2 in two parts, so that n ln 2 is subtracted without rounding error.
+        r[k] = n.mul_add(
+            2.121_944_4e-4f32.splat(),
+            n.mul_add((-0.693_359_4f32).splat(), x),
+        );
+    }
+    for c in [
+        1.398_199_9e-3f32,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
+        for k in 0..N {
+            p[k] = p[k].mul_add(r[k], c.splat());
+        }
+    }
+    for k in 0..N {
+        let er = p[k].mul_add(r[k] * r[k], r[k] + 1f32.splat());
+        // The bits of t + 127 end in n + 127 (0..=254): shifted into the exponent, they are 2^n.
+        let pow2n = ((t[k] + 127f32.splat()).reinterpret::<u32>() << 23).reinterpret::<f32>();
+        let overflow = x[k].gt(88.72f32.splat());
+        t[k] = overflow.select(f32::INFINITY.splat(), er * pow2n);
+    }
+    t
 }
 
 /// `1 / (1 + e^-z)` in each lane: a division, not a reciprocal estimate refined, since SiLU's
 /// derivative multiplies `1 - sigmoid(z)` by `z`, which would scale the estimate's error up.
 #[inline(always)]
-pub(crate) fn sigmoid<S: Simd, R: Real>(z: Vector<S, R>) -> Vector<S, R> {
-    let one = R::from_f64(1.0).splat::<S>();
-    let zero = R::default().splat::<S>();
-    one / (one + R::exp(zero - z))
+pub(crate) fn sigmoid<S: Simd, R: Real, const N: usize>(z: [Vector<S, R>; N]) -> [Vector<S, R>; N] {
+    let (one, zero) = (R::from_f64(1.0).splat::<S>(), R::default().splat::<S>());
+    let mut e = z;
+    for k in 0..N {
+        e[k] = zero - z[k];
+    }
+    let mut e = R::exp(e);
+    for k in 0..N {
+        e[k] = one / (one + e[k]);
+    }
+    e
 }
 
 /// `act(z)` in each lane: ReLU keeps NaN (as PyTorch does), SiLU is `z sigmoid(z)`.
 #[inline(always)]
-pub(crate) fn activate<S: Simd, R: Real, const ACT: u32>(z: Vector<S, R>) -> Vector<S, R> {
+pub(crate) fn activate<S: Simd, R: Real, const ACT: u32, const N: usize>(
+    mut z: [Vector<S, R>; N],
+) -> [Vector<S, R>; N] {
     let zero = R::default().splat::<S>();
     match ACT {
-        // max(0, z) keeps NaN where macerator has the instruction (x86 returns its second
-        // operand for NaN, NEON and SIMD128 propagate NaN); its scalar emulation (f32::max)
-        // would drop NaN, so the comparison there.
-        Activation::CODE_RELU if R::is_min_max_accelerated::<S>() => zero.max(z),
-        Activation::CODE_RELU => z.lt(zero).select(zero, z),
-        Activation::CODE_SILU => z * sigmoid(z),
-        _ => z,
+        Activation::CODE_RELU => {
+            for z in &mut z {
+                // max(0, z) keeps NaN where macerator has the instruction (x86 returns its
+                // second operand for NaN, NEON and SIMD128 propagate NaN); its scalar emulation
+                // (f32::max) would drop NaN, so the comparison there.
+                *z = match R::is_min_max_accelerated::<S>() {
+                    true => zero.max(*z),
+                    false => z.lt(zero).select(zero, *z),
+                };
+            }
+        }
+        Activation::CODE_SILU => {
+            let s = sigmoid(z);
+            for k in 0..N {
+                z[k] = z[k] * s[k];
+            }
+        }
+        _ => {}
     }
+    z
 }
 
 /// `dy act'(z)` in each lane: ReLU's derivative is 0 at 0 (as PyTorch's) and for NaN, SiLU's
 /// `s (1 + z (1 - s))` with `s = sigmoid(z)`.
 #[inline(always)]
-pub(crate) fn activate_grad<S: Simd, R: Real, const ACT: u32>(
-    z: Vector<S, R>,
-    dy: Vector<S, R>,
-) -> Vector<S, R> {
-    let zero = R::default().splat::<S>();
+pub(crate) fn activate_grad<S: Simd, R: Real, const ACT: u32, const N: usize>(
+    z: [Vector<S, R>; N],
+    mut dy: [Vector<S, R>; N],
+) -> [Vector<S, R>; N] {
+    let (zero, one) = (R::default().splat::<S>(), R::from_f64(1.0).splat::<S>());
     match ACT {
-        Activation::CODE_RELU => z.gt(zero).select(dy, zero),
-        Activation::CODE_SILU => {
-            let (one, s) = (R::from_f64(1.0).splat::<S>(), sigmoid(z));
-            dy * s * z.mul_add(one - s, one)
+        Activation::CODE_RELU => {
+            for k in 0..N {
+                dy[k] = z[k].gt(zero).select(dy[k], zero);
+            }
         }
-        _ => dy,
+        Activation::CODE_SILU => {
+            let s = sigmoid(z);
+            for k in 0..N {
+                dy[k] = dy[k] * s[k] * z[k].mul_add(one - s[k], one);
+            }
+        }
+        _ => {}
     }
+    dy
 }
 
 /// A vector of `len` uninitialized elements, for outputs the kernels write entirely.
@@ -420,46 +466,58 @@ pub(crate) mod tests {
         type Output = Vec<f32>;
         #[inline(always)]
         fn with_simd<S: Simd>(self) -> Vec<f32> {
+            // Two vectors at a time: the activations as the row passes call them.
             let l = f32::lanes::<S>();
             let mut out = vec![0f32; self.xs.len()];
-            let one = 1f32.splat::<S>();
-            for (src, dst) in self.xs.chunks_exact(l).zip(out.chunks_exact_mut(l)) {
-                // SAFETY: both chunks hold `l` values.
-                let v = unsafe { vload_unaligned(src.as_ptr()) };
+            let one = [1f32.splat::<S>(); 2];
+            for (src, dst) in self.xs.chunks_exact(2 * l).zip(out.chunks_exact_mut(2 * l)) {
+                // SAFETY: both chunks hold `2 l` values.
+                let v = unsafe {
+                    [
+                        vload_unaligned(src.as_ptr()),
+                        vload_unaligned(src.as_ptr().add(l)),
+                    ]
+                };
+                const SILU: u32 = Activation::CODE_SILU;
+                const RELU: u32 = Activation::CODE_RELU;
                 let y = match self.what {
                     Func::Exp => exp_f32(v),
-                    Func::Silu => activate::<S, f32, { Activation::CODE_SILU }>(v),
-                    Func::SiluGrad => activate_grad::<S, f32, { Activation::CODE_SILU }>(v, one),
-                    Func::Relu => activate::<S, f32, { Activation::CODE_RELU }>(v),
-                    Func::ReluGrad => activate_grad::<S, f32, { Activation::CODE_RELU }>(v, one),
-                    Func::RoundTrip16 => {
-                        let mut h = [f16::ZERO; MAX_LANES];
-                        // SAFETY: h holds MAX_LANES values.
-                        unsafe {
-                            f16::store::<S>(h.as_mut_ptr(), v);
-                            f16::load::<S>(h.as_ptr())
+                    Func::Silu => activate::<S, f32, SILU, 2>(v),
+                    Func::SiluGrad => activate_grad::<S, f32, SILU, 2>(v, one),
+                    Func::Relu => activate::<S, f32, RELU, 2>(v),
+                    Func::ReluGrad => activate_grad::<S, f32, RELU, 2>(v, one),
+                    Func::RoundTrip16 | Func::RoundTripBf16 => {
+                        let mut y = v;
+                        let (mut h, mut b) = ([f16::ZERO; MAX_LANES], [bf16::ZERO; MAX_LANES]);
+                        for y in &mut y {
+                            // SAFETY: h and b hold MAX_LANES values.
+                            *y = unsafe {
+                                if matches!(self.what, Func::RoundTrip16) {
+                                    f16::store::<S>(h.as_mut_ptr(), *y);
+                                    f16::load::<S>(h.as_ptr())
+                                } else {
+                                    bf16::store::<S>(b.as_mut_ptr(), *y);
+                                    bf16::load::<S>(b.as_ptr())
+                                }
+                            };
                         }
-                    }
-                    Func::RoundTripBf16 => {
-                        let mut h = [bf16::ZERO; MAX_LANES];
-                        // SAFETY: h holds MAX_LANES values.
-                        unsafe {
-                            bf16::store::<S>(h.as_mut_ptr(), v);
-                            bf16::load::<S>(h.as_ptr())
-                        }
+                        y
                     }
                 };
                 // SAFETY: as above.
-                unsafe { vstore_unaligned(dst.as_mut_ptr(), y) };
+                unsafe {
+                    vstore_unaligned(dst.as_mut_ptr(), y[0]);
+                    vstore_unaligned(dst.as_mut_ptr().add(l), y[1]);
+                }
             }
             out
         }
     }
 
     fn run(arch: Arch, xs: &[f32], what: Func) -> Vec<f32> {
-        // Whole vectors of every width: pad to a multiple of 16.
+        // Pairs of whole vectors of every width: pad to a multiple of 32.
         let mut padded = xs.to_vec();
-        padded.resize(xs.len().div_ceil(MAX_LANES) * MAX_LANES, 0.0);
+        padded.resize(xs.len().div_ceil(2 * MAX_LANES) * 2 * MAX_LANES, 0.0);
         // SAFETY: archs() lists what this CPU supports (detected) and the scalar backend.
         let mut out = unsafe { arch.dispatch(Apply { xs: &padded, what }) };
         out.truncate(xs.len());
