@@ -21,7 +21,7 @@ use super::simd::{Elem, Real, assume_init, iota, uninit_vec};
 use super::tasks::for_each_task;
 use super::{
     Backward, BackwardArgs, BackwardCoefs, CpuElem, Dispatch, Forward, ForwardArgs, Order, View,
-    group_stats, isa, reduce_affine_grads, with_activation,
+    group_stats, isa, push_affine, reduce_affine_grads, with_activation,
 };
 use crate::activation::Activation;
 
@@ -265,10 +265,13 @@ pub(super) fn forward<E: CpuElem>(x: &View<'_, E>, args: ForwardArgs<'_>) -> For
         let (n, g) = (ng / num_groups, ng % num_groups);
         mean.push(shifts[n * c + g * cpg].to_f64() + mean_d);
         rstd.push(r);
-        for ch in g * cpg..(g + 1) * cpg {
-            a.push(E::R::from_f64(r * gamma[ch]));
-            b.push(E::R::from_f64(beta[ch] - mean_d * r * gamma[ch]));
-        }
+        let chs = g * cpg..(g + 1) * cpg;
+        push_affine(
+            [&mut a, &mut b],
+            [&gamma[chs.clone()], &beta[chs]],
+            mean_d,
+            r,
+        );
     }
     let mut y = uninit_vec::<E>(x.n * x.s * c);
     tiling.for_each_out(x, &mut y, |n, rows, out| {
@@ -313,13 +316,12 @@ pub(super) fn backward<E: CpuElem>(
             *m = s[0] / group_len;
         }
     }
-    let per_channel = |f: &dyn Fn(usize, usize) -> f64| -> Vec<E::R> {
-        (0..x.n * c)
-            .map(|i| E::R::from_f64(f(i / c * num_groups + i % c / cpg, i % c)))
-            .collect()
-    };
-    let a = per_channel(&|ng, ch| rstd[ng] * gamma[ch]);
-    let b = per_channel(&|ng, ch| beta[ch] - mean_d[ng] * rstd[ng] * gamma[ch]);
+    let (mut a, mut b) = (Vec::with_capacity(x.n * c), Vec::with_capacity(x.n * c));
+    for ng in 0..x.n * num_groups {
+        let chs = ng % num_groups * cpg..(ng % num_groups + 1) * cpg;
+        let affine = [&gamma[chs.clone()], &beta[chs]];
+        push_affine([&mut a, &mut b], affine, mean_d[ng], rstd[ng]);
+    }
 
     // Per task and channel: [Σ dz d, Σ dz, Σ d].
     // Per task: per channel [Σ dz d, Σ dz], per group Σ d.
@@ -518,10 +520,13 @@ pub(super) fn forward_blocks<E: CpuElem>(
             ];
             let (mean_d, rstd) = group_stats(sums[0], sums[1], (cpg * x.s) as f64, epsilon);
             *st = [k[group.start].to_f64() + mean_d, rstd];
-            for ch in group.map(|j| c0 + j) {
-                a.push(E::R::from_f64(rstd * gamma[ch]));
-                b.push(E::R::from_f64(beta[ch] - mean_d * rstd * gamma[ch]));
-            }
+            let chs = c0 + group.start..c0 + group.end;
+            push_affine(
+                [&mut a, &mut b],
+                [&gamma[chs.clone()], &beta[chs]],
+                mean_d,
+                rstd,
+            );
         }
         let coefs = [&k[..], &a[..], &b[..]];
         let (dst, stride) = (out.ptr.cast::<E>(), out.stride);

@@ -178,6 +178,42 @@ fn storage<E: CaseElem>(values: &[f64], len: usize, place: impl Fn(usize) -> usi
     data
 }
 
+/// How a check names what it looks at.
+type What<'a> = &'a dyn Fn(&str) -> String;
+
+impl Reference {
+    /// Asserts a forward's outputs: value `i` of `[N, C, S]` at `y[at(i)]`, and the statistics.
+    fn check_forward<E: CaseElem>(
+        &self,
+        y: &[E],
+        at: &dyn Fn(usize) -> usize,
+        stats: [&[f64]; 2],
+        what: What,
+    ) {
+        for (i, &want) in self.y.iter().enumerate() {
+            close(y[at(i)], want, &|| what(&format!("y[{i}]")));
+        }
+        close_f64::<E>(stats[0], &self.mean, &what("mean"));
+        close_f64::<E>(stats[1], &self.rstd, &what("rstd"));
+    }
+
+    /// Asserts a backward's outputs: value `i` of `[N, C, S]` at `dx[at(i)]`, and the
+    /// parameter gradients.
+    fn check_backward<E: CaseElem>(
+        &self,
+        dx: &[E],
+        at: &dyn Fn(usize) -> usize,
+        grads: [&[f64]; 2],
+        what: What,
+    ) {
+        for (i, &want) in self.dx.iter().enumerate() {
+            close(dx[at(i)], want, &|| what(&format!("dx[{i}]")));
+        }
+        close_f64::<E>(grads[0], &self.dgamma, &what("dgamma"));
+        close_f64::<E>(grads[1], &self.dbeta, &what("dbeta"));
+    }
+}
+
 /// Every path of the kernels on one case, checked against the f64 reference.
 fn check_case<E: CaseElem>(sh: Shape, code: u32) {
     let Shape { n, c, s, groups } = sh;
@@ -195,6 +231,10 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
     let beta: Vec<f64> = (0..c).map(|j| -0.2 + 0.07 * (j % 5) as f64).collect();
     let want = reference(sh, &x, &dy, &gamma, &beta, code);
     let ncs = |i: usize| (i / (c * s), i / s % c, i % s);
+    let dense = |v: &[f64]| -> Vec<E> { v.iter().map(|&v| E::from_f64(v)).collect() };
+    let same = |i: usize| i;
+    let fwd_args = (groups, &gamma[..], &beta[..], EPS, code);
+    let bwd_args = (groups, &want.rstd[..], &gamma[..], &beta[..], code);
 
     // Channels-first views: an offset, padded samples, and channel rows padded by `pad_c`
     // (which makes the kernels read row by row instead of whole runs).
@@ -220,40 +260,30 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         assert_eq!(xv.order(), Some(Order::ChannelsFirst));
         let what = |p: &str| format!("{case}, channels-first pad {pad_c}: {p}");
 
-        let f = channels_first::forward(&xv, (groups, &gamma, &beta, EPS, code), false);
-        for (i, &v) in f.y.iter().enumerate() {
-            close(v, want.y[i], &|| what(&format!("y[{i}]")));
-        }
-        close_f64::<E>(&f.mean, &want.mean, &what("mean"));
-        close_f64::<E>(&f.rstd, &want.rstd, &what("rstd"));
-
-        let bw = channels_first::backward(&xv, &gv, (groups, &want.rstd, &gamma, &beta, code));
-        for (i, &v) in bw.dx.iter().enumerate() {
-            close(v, want.dx[i], &|| what(&format!("dx[{i}]")));
-        }
-        close_f64::<E>(&bw.dgamma, &want.dgamma, &what("dgamma"));
-        close_f64::<E>(&bw.dbeta, &want.dbeta, &what("dbeta"));
+        let f = channels_first::forward(&xv, fwd_args, false);
+        want.check_forward(&f.y, &same, [&f.mean, &f.rstd], &what);
+        let b = channels_first::backward(&xv, &gv, bwd_args);
+        want.check_backward(&b.dx, &same, [&b.dgamma, &b.dbeta], &what);
 
         // In place, where the adapters would take it: dense tensors only.
         if pad_c == 0 {
-            let mut data: Vec<E> = x.iter().map(|&v| E::from_f64(v)).collect();
-            let shape = [n, c, s];
-            let (mean, rstd) =
-                channels_first::forward_inplace(&mut data, shape, groups, &gamma, &beta, EPS, code);
-            for (i, &v) in data.iter().enumerate() {
-                close(v, want.y[i], &|| what(&format!("y in place [{i}]")));
-            }
-            close_f64::<E>(&mean, &want.mean, &what("mean in place"));
-            close_f64::<E>(&rstd, &want.rstd, &what("rstd in place"));
-            let mut dy_dx: Vec<E> = dy.iter().map(|&v| E::from_f64(v)).collect();
-            let (dgamma, dbeta) = channels_first::backward_inplace(
-                &xv, &mut dy_dx, groups, &want.rstd, &gamma, &beta, code,
+            let what = |p: &str| what(&format!("in place: {p}"));
+            let mut y = dense(&x);
+            let (mean, rstd) = channels_first::forward_inplace(
+                &mut y,
+                [n, c, s],
+                groups,
+                &gamma,
+                &beta,
+                EPS,
+                code,
             );
-            for (i, &v) in dy_dx.iter().enumerate() {
-                close(v, want.dx[i], &|| what(&format!("dx in place [{i}]")));
-            }
-            close_f64::<E>(&dgamma, &want.dgamma, &what("dgamma in place"));
-            close_f64::<E>(&dbeta, &want.dbeta, &what("dbeta in place"));
+            want.check_forward(&y, &same, [&mean, &rstd], &what);
+            let mut dx = dense(&dy);
+            let (dgamma, dbeta) = channels_first::backward_inplace(
+                &xv, &mut dx, groups, &want.rstd, &gamma, &beta, code,
+            );
+            want.check_backward(&dx, &same, [&dgamma, &dbeta], &what);
         }
     }
 
@@ -289,30 +319,15 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
             (b * s + p) * c + ch
         };
 
-        let f = channels_last::forward(&xv, (groups, &gamma, &beta, EPS, code));
-        for i in 0..numel {
-            close(f.y[nsc(i)], want.y[i], &|| what(&format!("y[{i}]")));
-        }
-        close_f64::<E>(&f.mean, &want.mean, &what("mean"));
-        close_f64::<E>(&f.rstd, &want.rstd, &what("rstd"));
+        let f = channels_last::forward(&xv, fwd_args);
+        want.check_forward(&f.y, &nsc, [&f.mean, &f.rstd], &what);
         for per_task in [1, 2] {
-            let f =
-                channels_last::forward_blocks(&xv, (groups, &gamma, &beta, EPS, code), per_task);
-            for i in 0..numel {
-                close(f.y[nsc(i)], want.y[i], &|| {
-                    what(&format!("blocks {per_task}: y[{i}]"))
-                });
-            }
-            close_f64::<E>(&f.mean, &want.mean, &what("blocks: mean"));
-            close_f64::<E>(&f.rstd, &want.rstd, &what("blocks: rstd"));
+            let f = channels_last::forward_blocks(&xv, fwd_args, per_task);
+            let what = |p: &str| what(&format!("blocks of {per_task}: {p}"));
+            want.check_forward(&f.y, &nsc, [&f.mean, &f.rstd], &what);
         }
-
-        let bw = channels_last::backward(&xv, &gv, (groups, &want.rstd, &gamma, &beta, code));
-        for i in 0..numel {
-            close(bw.dx[nsc(i)], want.dx[i], &|| what(&format!("dx[{i}]")));
-        }
-        close_f64::<E>(&bw.dgamma, &want.dgamma, &what("dgamma"));
-        close_f64::<E>(&bw.dbeta, &want.dbeta, &what("dbeta"));
+        let b = channels_last::backward(&xv, &gv, bwd_args);
+        want.check_backward(&b.dx, &nsc, [&b.dgamma, &b.dbeta], &what);
 
         // x channels-last with dy channels-first: the adapters copy x to channels-first and
         // write dx over dy.
@@ -320,27 +335,13 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         for (i, &v) in x_cf.iter().enumerate() {
             assert_eq!(v.to_f64(), x[i], "{}", what(&format!("copy [{i}]")));
         }
-        {
-            let xv = View {
-                data: &x_cf[..],
-                offset: 0,
-                n,
-                c,
-                s,
-                sn: c * s,
-                sc: s,
-                ss: 1,
-            };
-            let mut dy_dx: Vec<E> = dy.iter().map(|&v| E::from_f64(v)).collect();
-            let (dgamma, dbeta) = channels_first::backward_inplace(
-                &xv, &mut dy_dx, groups, &want.rstd, &gamma, &beta, code,
-            );
-            for (i, &v) in dy_dx.iter().enumerate() {
-                close(v, want.dx[i], &|| what(&format!("dx over a copy [{i}]")));
-            }
-            close_f64::<E>(&dgamma, &want.dgamma, &what("dgamma over a copy"));
-            close_f64::<E>(&dbeta, &want.dbeta, &what("dbeta over a copy"));
-        }
+        let strides = [c * s, s, 1].map(|v| v as isize);
+        let xv = super::view(&x_cf, 0, &[n, c, s], &strides).expect("a dense view");
+        let mut dx = dense(&dy);
+        let (dgamma, dbeta) =
+            channels_first::backward_inplace(&xv, &mut dx, groups, &want.rstd, &gamma, &beta, code);
+        let what = |p: &str| what(&format!("over a copy: {p}"));
+        want.check_backward(&dx, &same, [&dgamma, &dbeta], &what);
     }
 }
 

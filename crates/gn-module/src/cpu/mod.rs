@@ -361,6 +361,24 @@ impl BackwardCoefs {
     }
 }
 
+/// Pushes `a = rstd γ_c` and `b = β_c - mean_d a` of the channels `gamma` and `beta` hold (one
+/// group's) to `ab`: the coefficients of `y = (x - k) a + b` for a group whose values, shifted
+/// by `k`, have mean `mean_d`.
+#[inline(always)]
+pub(crate) fn push_affine<R: simd::Real>(
+    ab: [&mut Vec<R>; 2],
+    [gamma, beta]: [&[f64]; 2],
+    mean_d: f64,
+    rstd: f64,
+) {
+    // Two `extend`s over slices: no capacity test per value (a group's table is refilled for
+    // each group, which can be 64 rows of 49 values).
+    let [va, vb] = ab;
+    va.extend(gamma.iter().map(|&g| R::from_f64(rstd * g)));
+    let b = gamma.iter().zip(beta);
+    vb.extend(b.map(|(&g, &b)| R::from_f64(b - mean_d * (rstd * g))));
+}
+
 /// `rstd` from the shifted sums of a group of `len` values.
 #[inline]
 pub(crate) fn group_stats(s1: f64, s2: f64, len: f64, epsilon: f64) -> (f64, f64) {

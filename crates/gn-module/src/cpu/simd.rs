@@ -335,12 +335,12 @@ pub(crate) fn exp_f32<S: Simd, const N: usize>(x: [Vector<S, f32>; N]) -> [Vecto
 pub(crate) fn sigmoid<S: Simd, R: Real, const N: usize>(z: [Vector<S, R>; N]) -> [Vector<S, R>; N] {
     let (one, zero) = (R::from_f64(1.0).splat::<S>(), R::default().splat::<S>());
     let mut e = z;
-    for k in 0..N {
-        e[k] = zero - z[k];
+    for e in &mut e {
+        *e = zero - *e;
     }
     let mut e = R::exp(e);
-    for k in 0..N {
-        e[k] = one / (one + e[k]);
+    for e in &mut e {
+        *e = one / (one + *e);
     }
     e
 }
@@ -366,7 +366,7 @@ pub(crate) fn activate<S: Simd, R: Real, const ACT: u32, const N: usize>(
         Activation::CODE_SILU => {
             let s = sigmoid(z);
             for k in 0..N {
-                z[k] = z[k] * s[k];
+                z[k] *= s[k];
             }
         }
         _ => {}
