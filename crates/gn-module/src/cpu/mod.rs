@@ -21,6 +21,8 @@
 // Every unsafe block of the kernels states why it is sound (the backend adapters, flex.rs and
 // ndarray.rs, are not held to the lint yet).
 #[warn(clippy::undocumented_unsafe_blocks)]
+mod activation;
+#[warn(clippy::undocumented_unsafe_blocks)]
 mod channels_first;
 #[warn(clippy::undocumented_unsafe_blocks)]
 mod channels_last;

@@ -10,8 +10,9 @@
 
 use macerator::{Scalar, Simd, Vector};
 
+use super::activation::{activate, activate_grad};
 use super::isa;
-use super::simd::{Elem, LaneRange, Real, activate, activate_grad, lanes, load_n, store_n};
+use super::simd::{Elem, LaneRange, Real, lanes, load_n, store_n};
 use crate::activation::Activation;
 
 /// Values summed in the arithmetic type before the sums move to f64.
