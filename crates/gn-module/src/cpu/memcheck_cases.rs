@@ -181,36 +181,40 @@ fn storage<E: CaseElem>(values: &[f64], len: usize, place: impl Fn(usize) -> usi
 /// How a check names what it looks at.
 type What<'a> = &'a dyn Fn(&str) -> String;
 
-impl Reference {
-    /// Asserts a forward's outputs: value `i` of `[N, C, S]` at `y[at(i)]`, and the statistics.
-    fn check_forward<E: CaseElem>(
-        &self,
-        y: &[E],
-        at: &dyn Fn(usize) -> usize,
-        stats: [&[f64]; 2],
-        what: What,
-    ) {
-        for (i, &want) in self.y.iter().enumerate() {
-            close(y[at(i)], want, &|| what(&format!("y[{i}]")));
-        }
-        close_f64::<E>(stats[0], &self.mean, &what("mean"));
-        close_f64::<E>(stats[1], &self.rstd, &what("rstd"));
-    }
+/// Which outputs a check reads: the forward's (`y`, mean, rstd) or the backward's (`dx`,
+/// dgamma, dbeta).
+#[derive(Clone, Copy, PartialEq)]
+enum Outputs {
+    Forward,
+    Backward,
+}
 
-    /// Asserts a backward's outputs: value `i` of `[N, C, S]` at `dx[at(i)]`, and the
-    /// parameter gradients.
-    fn check_backward<E: CaseElem>(
+impl Reference {
+    /// Asserts a pass's outputs: value `i` of `[N, C, S]` at `got[at(i)]`, then its two f64
+    /// outputs.
+    fn check<E: CaseElem>(
         &self,
-        dx: &[E],
+        which: Outputs,
+        got: &[E],
         at: &dyn Fn(usize) -> usize,
-        grads: [&[f64]; 2],
+        f64s: [&[f64]; 2],
         what: What,
     ) {
-        for (i, &want) in self.dx.iter().enumerate() {
-            close(dx[at(i)], want, &|| what(&format!("dx[{i}]")));
+        let (name, want, names, wants) = match which {
+            Outputs::Forward => ("y", &self.y, ["mean", "rstd"], [&self.mean, &self.rstd]),
+            Outputs::Backward => (
+                "dx",
+                &self.dx,
+                ["dgamma", "dbeta"],
+                [&self.dgamma, &self.dbeta],
+            ),
+        };
+        for (i, &w) in want.iter().enumerate() {
+            close(got[at(i)], w, &|| what(&format!("{name}[{i}]")));
         }
-        close_f64::<E>(grads[0], &self.dgamma, &what("dgamma"));
-        close_f64::<E>(grads[1], &self.dbeta, &what("dbeta"));
+        for k in 0..2 {
+            close_f64::<E>(f64s[k], wants[k], &what(names[k]));
+        }
     }
 }
 
@@ -261,9 +265,15 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         let what = |p: &str| format!("{case}, channels-first pad {pad_c}: {p}");
 
         let f = channels_first::forward(&xv, fwd_args, false);
-        want.check_forward(&f.y, &same, [&f.mean, &f.rstd], &what);
+        want.check(Outputs::Forward, &f.y, &same, [&f.mean, &f.rstd], &what);
         let b = channels_first::backward(&xv, &gv, bwd_args);
-        want.check_backward(&b.dx, &same, [&b.dgamma, &b.dbeta], &what);
+        want.check(
+            Outputs::Backward,
+            &b.dx,
+            &same,
+            [&b.dgamma, &b.dbeta],
+            &what,
+        );
 
         // In place, where the adapters would take it: dense tensors only.
         if pad_c == 0 {
@@ -278,12 +288,12 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
                 EPS,
                 code,
             );
-            want.check_forward(&y, &same, [&mean, &rstd], &what);
+            want.check(Outputs::Forward, &y, &same, [&mean, &rstd], &what);
             let mut dx = dense(&dy);
             let (dgamma, dbeta) = channels_first::backward_inplace(
                 &xv, &mut dx, groups, &want.rstd, &gamma, &beta, code,
             );
-            want.check_backward(&dx, &same, [&dgamma, &dbeta], &what);
+            want.check(Outputs::Backward, &dx, &same, [&dgamma, &dbeta], &what);
         }
     }
 
@@ -320,14 +330,14 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         };
 
         let f = channels_last::forward(&xv, fwd_args);
-        want.check_forward(&f.y, &nsc, [&f.mean, &f.rstd], &what);
+        want.check(Outputs::Forward, &f.y, &nsc, [&f.mean, &f.rstd], &what);
         for per_task in [1, 2] {
             let f = channels_last::forward_blocks(&xv, fwd_args, per_task);
             let what = |p: &str| what(&format!("blocks of {per_task}: {p}"));
-            want.check_forward(&f.y, &nsc, [&f.mean, &f.rstd], &what);
+            want.check(Outputs::Forward, &f.y, &nsc, [&f.mean, &f.rstd], &what);
         }
         let b = channels_last::backward(&xv, &gv, bwd_args);
-        want.check_backward(&b.dx, &nsc, [&b.dgamma, &b.dbeta], &what);
+        want.check(Outputs::Backward, &b.dx, &nsc, [&b.dgamma, &b.dbeta], &what);
 
         // x channels-last with dy channels-first: the adapters copy x to channels-first and
         // write dx over dy.
@@ -341,7 +351,7 @@ fn check_case<E: CaseElem>(sh: Shape, code: u32) {
         let (dgamma, dbeta) =
             channels_first::backward_inplace(&xv, &mut dx, groups, &want.rstd, &gamma, &beta, code);
         let what = |p: &str| what(&format!("over a copy: {p}"));
-        want.check_backward(&dx, &same, [&dgamma, &dbeta], &what);
+        want.check(Outputs::Backward, &dx, &same, [&dgamma, &dbeta], &what);
     }
 }
 
