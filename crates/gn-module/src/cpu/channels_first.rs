@@ -14,7 +14,7 @@ use super::simd::{Elem, Real, assume_init, iota, lanes, uninit_vec};
 use super::tasks::for_each_task;
 use super::{
     Backward, BackwardArgs, BackwardCoefs, CpuElem, Dispatch, Forward, ForwardArgs, Order, View,
-    group_stats, isa, min_tasks, reduce_affine_grads, with_activation,
+    group_stats, isa, min_tasks, push_affine, reduce_affine_grads, with_activation,
 };
 use crate::activation::Activation;
 
@@ -97,11 +97,8 @@ impl<R: Real> RowCoefs<R> {
     #[inline(always)]
     fn fill(&mut self, gamma: &[f64], beta: &[f64], mean_d: f64, rstd: f64) {
         self.a.clear();
-        self.a.extend(gamma.iter().map(|&g| R::from_f64(rstd * g)));
         self.b.clear();
-        let b = gamma.iter().zip(beta);
-        self.b
-            .extend(b.map(|(&g, &b)| R::from_f64(b - mean_d * (rstd * g))));
+        push_affine([&mut self.a, &mut self.b], [gamma, beta], mean_d, rstd);
     }
 
     /// Each channel's `[a, b]`, in order.

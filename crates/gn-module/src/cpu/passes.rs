@@ -144,13 +144,14 @@ impl<S: Simd, E: Elem, C: Coef<S, E::R>, const ACT: u32> Pass<S> for BackwardApp
     unsafe fn compute<const N: usize>(&self, i: usize, n: usize) -> [Vector<S, E::R>; N] {
         let [k, a, b, cx, c0] = self.coefs;
         let zero = E::R::default().splat();
-        let (mut d, mut z, mut dy) = ([zero; N], [zero; N], [zero; N]);
+        let (mut d, mut av, mut z, mut dy) = ([zero; N], [zero; N], [zero; N], [zero; N]);
         for m in 0..N {
             let j = i + m * n;
             // SAFETY: the caller's contract (the inputs and coefficients hold the run).
             unsafe {
                 d[m] = load::<S, E>(self.x, j, n) - k.at(j, n);
-                z[m] = d[m].mul_add(a.at(j, n), b.at(j, n));
+                av[m] = a.at(j, n);
+                z[m] = d[m].mul_add(av[m], b.at(j, n));
                 dy[m] = load::<S, E>(self.dy, j, n);
             }
         }
@@ -158,11 +159,7 @@ impl<S: Simd, E: Elem, C: Coef<S, E::R>, const ACT: u32> Pass<S> for BackwardApp
         for m in 0..N {
             let j = i + m * n;
             // SAFETY: as above.
-            unsafe {
-                dz[m] = cx
-                    .at(j, n)
-                    .mul_add(d[m], a.at(j, n).mul_add(dz[m], c0.at(j, n)))
-            };
+            unsafe { dz[m] = cx.at(j, n).mul_add(d[m], av[m].mul_add(dz[m], c0.at(j, n))) };
         }
         dz
     }
